@@ -1,0 +1,1 @@
+"""Fine-tuning stages (sft, dpo) as tasks on train/'s DeepSpeed loop."""

@@ -1,0 +1,1 @@
+"""Tokenizer stage: SentencePiece training, Hugging Face export, evaluation, packed token shards."""

@@ -1,0 +1,129 @@
+"""What every rank of a training stage runs: rendezvous, build (model, task), the loop, the final export.
+
+Each training stage has a small module with a `build` function and `main = worker_main(stage, build)`;
+the launcher starts `python -m <module> WORKDIR` on every rank (torchrun locally, srun on Slurm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+STAGE_MODULES = {"pretrain": "kamado.train.pretrain", "sft": "kamado.finetune.sft", "dpo": "kamado.finetune.dpo"}
+
+
+def load_workspace(workdir: str):
+    from kamado.recipe import recipe_from_dict
+    from kamado.stage import Workspace
+
+    data = yaml.safe_load((Path(workdir) / "recipe.resolved.yaml").read_text(encoding="utf-8"))
+    return Workspace(recipe_from_dict(data, workdir))
+
+
+def setup_device(env):
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+        return torch.device("cuda", env.local_rank), "nccl"
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # must be set before deepspeed is imported
+    return torch.device("cpu"), "gloo"
+
+
+def worker_main(stage: str, build: Callable) -> Callable[[list[str] | None], int]:
+    def main(argv: list[str] | None = None) -> int:
+        argv = sys.argv[1:] if argv is None else argv
+        if len(argv) != 1:
+            print(f"usage: python -m {STAGE_MODULES[stage]} WORKDIR", file=sys.stderr)
+            return 2
+        return run_worker(stage, argv[0], build)
+
+    return main
+
+
+def run_worker(stage: str, workdir: str, build: Callable) -> int:
+    start = time.time()
+    from kamado.train.dist import from_environment
+
+    env = from_environment()
+    env.export()
+    device, backend = setup_device(env)
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from kamado.tokenizer.export import load_hf
+    from kamado.train.loop import STOPPED_EXIT_CODE, TrainLoop
+    from kamado.train.model import count_parameters
+
+    deepspeed.init_distributed(dist_backend=backend)
+    ws = load_workspace(workdir)
+    cfg = ws.recipe.stage_config(stage)
+    out_dir = ws.stage_dir(stage)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_hf(ws.tokenizer_dir())
+    model, task, info = build(ws, cfg, tokenizer, device)
+    n_params = count_parameters(model)
+    if env.rank == 0:
+        print(f"[kamado] {stage}: {n_params:,} parameters, world size {env.world_size} ({backend}), "
+              f"ZeRO-{cfg.zero_stage}, {cfg.precision}", flush=True)
+    loop = TrainLoop(cfg, model, task, out_dir, env, device)
+    result = loop.run()
+    if result.stopped:
+        dist.destroy_process_group()
+        return STOPPED_EXIT_CODE
+    export_final(loop, ws, stage, tokenizer, env)
+    if env.rank == 0:
+        summary = {
+            "steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
+            "val_loss": result.val_loss, "tokens_trained": result.tokens, "parameters": n_params,
+            "world_size": env.world_size, "zero_stage": cfg.zero_stage, "precision": cfg.precision,
+            "seconds": round(time.time() - start, 1), **info,
+        }
+        (out_dir / "result.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+def export_final(loop, ws, stage: str, tokenizer, env) -> None:
+    """Write `<stage>/hf` (consolidated fp32 weights, tokenizer) and `reference_logits.pt`: the training model's
+    logits on the release prompts, which the release stage compares with the exported checkpoint."""
+    import torch
+    import torch.distributed as dist
+
+    out_dir = ws.stage_dir(stage)
+    prompts = ws.recipe.release.prompts
+    module = loop.engine.module
+    module.eval()
+    logits = []
+    with torch.no_grad():  # every rank runs the forward: under ZeRO-3 it gathers parameters collectively
+        for text in prompts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"].to(loop.device)
+            logits.append(module(input_ids=ids).logits.float().cpu())
+    tag = (loop.ckpt_dir / "latest").read_text().strip()
+    if env.rank == 0:
+        if loop.cfg.zero_stage == 0:
+            state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
+        else:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = get_fp32_state_dict_from_zero_checkpoint(str(loop.ckpt_dir), tag=tag)
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(module.config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [m for m in missing if "rotary" not in m]
+        if missing or unexpected:
+            raise RuntimeError(f"{stage}: consolidated checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        hf_dir = out_dir / "hf"
+        model.float().save_pretrained(hf_dir, safe_serialization=True)
+        tokenizer.save_pretrained(hf_dir)
+        torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, out_dir / "reference_logits.pt")
+    dist.barrier()
