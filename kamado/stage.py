@@ -8,6 +8,7 @@ it, and they are redone too; stages before it are untouched.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -15,7 +16,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from kamado.recipe import STAGES, Recipe, to_dict, to_yaml
 
@@ -79,18 +81,38 @@ class Workspace:
         done = self.read_done(stage)
         return done is not None and done.get("fingerprint") == self.fingerprint(stage)
 
+    def require_previous(self, stage: str) -> None:
+        prev = self.previous(stage)
+        if prev and not self.is_done(prev):
+            raise RuntimeError(f"stage {stage} needs stage {prev} to be done first (run it, or drop --only)")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock on the workdir: Slurm array tasks of one stage prepare its folder at the same time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".prepare.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def prepare(self, stage: str) -> Path:
-        """Make the stage folder ready: keep it to resume if it was started with the same fingerprint, else wipe."""
+        """Make the stage folder ready: keep it to resume if it was started with the same fingerprint, else wipe.
+
+        Safe to call from several processes at once: the first one wipes a stale folder, the others find
+        STARTED.json with their fingerprint and keep what the first (and each other) already wrote."""
         folder = self.stage_dir(stage)
         fp = self.fingerprint(stage)
         started = folder / STARTED
-        if folder.exists():
-            same = started.is_file() and json.loads(started.read_text()).get("fingerprint") == fp
-            if not same:
-                shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / DONE).unlink(missing_ok=True)  # nothing half-written is left marked done
-        write_json_atomic(started, {"stage": stage, "fingerprint": fp, "started_at": time.time()})
+        with self.lock():
+            if folder.exists():
+                same = started.is_file() and json.loads(started.read_text()).get("fingerprint") == fp
+                if not same:
+                    shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / DONE).unlink(missing_ok=True)  # nothing half-written is left marked done
+            write_json_atomic(started, {"stage": stage, "fingerprint": fp, "started_at": time.time()})
         return folder
 
     def mark_done(self, stage: str, result: StageResult, seconds: float) -> dict:
@@ -156,27 +178,31 @@ def select_stages(recipe: Recipe, only: list[str] | None = None, until: str | No
     return stages
 
 
+def run_one_stage(recipe: Recipe, stage: str, log: Callable[[str], None] = print,
+                  run: Callable[[Recipe, Workspace], StageResult] | None = None) -> str:
+    """Run one stage if it is not done: check its input, prepare its folder, run, mark it done.
+
+    The local executor calls it for every stage; Slurm jobs call it with `run` replaced by their part of the
+    stage (the corpus finish job, rank 0 of a training job). Everything that depends on the previous stage's
+    DONE.json (the fingerprint) is computed here, at run time, never at submit time."""
+    ws = Workspace(recipe)
+    ws.require_previous(stage)
+    if ws.is_done(stage):
+        log(f"[kamado] {stage}: done already (fingerprint {ws.fingerprint(stage)}), skipping")
+        return "skipped"
+    log(f"[kamado] {stage}: running -> {ws.stage_dir(stage)}")
+    ws.prepare(stage)
+    start = time.time()
+    result = (run or stage_runner(stage))(recipe, ws)
+    marker = ws.mark_done(stage, result, time.time() - start)
+    log(f"[kamado] {stage}: done in {marker['seconds']:.1f}s {_summary(result.counts)}")
+    return "done"
+
+
 def run_stages(recipe: Recipe, stages: list[str], log: Callable[[str], None] = print) -> dict[str, str]:
     """Run the selected stages in order on this machine; returns {stage: 'skipped' | 'done'}."""
-    ws = Workspace(recipe)
-    ws.write_resolved_recipe()
-    outcome: dict[str, str] = {}
-    for stage in stages:
-        prev = ws.previous(stage)
-        if prev and not ws.is_done(prev):
-            raise RuntimeError(f"stage {stage} needs stage {prev} to be done first (run it, or drop --only)")
-        if ws.is_done(stage):
-            log(f"[kamado] {stage}: done already (fingerprint {ws.fingerprint(stage)}), skipping")
-            outcome[stage] = "skipped"
-            continue
-        log(f"[kamado] {stage}: running -> {ws.stage_dir(stage)}")
-        ws.prepare(stage)
-        start = time.time()
-        result = stage_runner(stage)(recipe, ws)
-        marker = ws.mark_done(stage, result, time.time() - start)
-        log(f"[kamado] {stage}: done in {marker['seconds']:.1f}s {_summary(result.counts)}")
-        outcome[stage] = "done"
-    return outcome
+    Workspace(recipe).write_resolved_recipe()
+    return {stage: run_one_stage(recipe, stage, log) for stage in stages}
 
 
 def _summary(counts: dict) -> str:

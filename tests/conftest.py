@@ -41,3 +41,22 @@ def slurm_cluster(tmp_path_factory):
         else:
             os.environ["SLURM_CONF"] = old
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The demo recipe run once end to end (corpus → … → release) with training steps cut down; returns the recipe.
+
+    Real parts throughout: SentencePiece, transformers, DeepSpeed ZeRO-2 on 2 CPU ranks (gloo).
+    """
+    from kamado.cli import main
+    from tests.helpers import ROOT, tiny_recipe
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    overrides = [f"workdir={tmp / 'run'}", "pretrain.max_steps=40", "pretrain.checkpoint_every=20", "pretrain.log_every=10",
+                 "sft.max_steps=16", "dpo.max_steps=10"]
+    args = ["run", str(ROOT / "recipes" / "tiny-cpu.yaml")]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0, "the tiny pipeline failed; see the captured output"
+    return tiny_recipe(tmp, *overrides[1:])

@@ -14,6 +14,17 @@ UNK, BOS, EOS, PAD = 0, 1, 2, 3
 
 
 def train_sentencepiece(cfg: TokenizerConfig, text_file: Path, model_prefix: Path, num_threads: int = 2) -> Path:
+    try:
+        _train(cfg, text_file, model_prefix, num_threads)
+    except RuntimeError as exc:
+        if "required_chars" in str(exc):  # SentencePiece's words for "the vocabulary cannot hold every character"
+            raise RuntimeError(f"tokenizer.vocab_size={cfg.vocab_size} is smaller than the characters the corpus needs at "
+                               f"tokenizer.character_coverage={cfg.character_coverage}: {str(exc).split(']')[-1].strip()}") from None
+        raise
+    return model_prefix.with_suffix(".model")
+
+
+def _train(cfg: TokenizerConfig, text_file: Path, model_prefix: Path, num_threads: int) -> None:
     spm.SentencePieceTrainer.train(
         input=str(text_file),
         model_prefix=str(model_prefix),
@@ -39,4 +50,3 @@ def train_sentencepiece(cfg: TokenizerConfig, text_file: Path, model_prefix: Pat
         num_threads=num_threads,
         minloglevel=2,
     )
-    return model_prefix.with_suffix(".model")

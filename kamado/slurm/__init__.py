@@ -1,0 +1,1 @@
+"""The Slurm executor: every unfinished stage as submitit jobs chained with afterok dependencies."""

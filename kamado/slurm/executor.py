@@ -1,0 +1,303 @@
+"""`kamado run --executor slurm`: submit every unfinished stage as submitit jobs and return at once.
+
+- corpus: a job array (one task per shard, `run_shard`), then one "finish" job (dedup, report, DONE.json);
+- tokenizer, release: one single-task job each (the local code path, `run_one_stage`);
+- pretrain, sft, dpo: one job of nodes × nproc_per_node tasks, one rank per task (kamado.slurm.jobs.train_rank).
+Each stage's first job depends `afterok` on the previous stage's last job; a failed job cancels the rest of the
+chain (kill-on-invalid-dep). Job ids go to `<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/`.
+The cluster is checked (partition, node and CPU counts) before anything is submitted.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import kamado
+from kamado.recipe import TRAINING_STAGES, Recipe, RecipeError
+from kamado.slurm import jobs
+from kamado.stage import Workspace, write_json_atomic
+
+JOBS_FILE = "jobs.json"
+
+
+@dataclass
+class JobSpec:
+    stage: str
+    role: str  # shards | finish | stage | train
+    fn: Callable
+    args: list[tuple]  # one tuple per array task; a single tuple makes a plain job
+    params: dict[str, Any]  # submitit SlurmExecutor parameters
+    array: bool = False
+
+
+# ------------------------------------------------------------------ plan
+def _extra_sbatch(lines: list[str]) -> dict[str, Any]:
+    """`--key=value`, `--key value` or `--flag` (an optional leading "#SBATCH" is dropped) → submitit's
+    additional_parameters, which renders them back as "#SBATCH --key=value" lines."""
+    out: dict[str, Any] = {}
+    for i, line in enumerate(lines):
+        text = line.strip().removeprefix("#SBATCH").strip()
+        if not text.startswith("--"):
+            raise RecipeError(f"key 'slurm.extra_sbatch[{i}]': {line!r}: write long options, e.g. --constraint=a100")
+        key, sep, value = text[2:].replace(" ", "=", 1).partition("=")
+        out[key] = value.strip() if sep else True
+    return out
+
+
+def _setup_lines(recipe: Recipe) -> list[str]:
+    from kamado.train.launch import worker_env  # light: no torch
+
+    env = worker_env()
+    exports = {k: env[k] for k in ("OMP_NUM_THREADS", "PYTHONWARNINGS", "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE")}
+    if recipe.slurm.gpus_per_node == 0:
+        exports["DS_ACCELERATOR"] = "cpu"  # DeepSpeed picks its accelerator at import time
+    # Jobs import the same kamado as the submitter, installed or run from a checkout.
+    code_root = str(Path(kamado.__file__).resolve().parents[1])
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
+    lines.append(f"export PYTHONPATH={shlex.quote(code_root)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    return lines + list(recipe.slurm.setup)  # the recipe's lines last: they may override ours
+
+
+def _base_params(recipe: Recipe, partition: str, stage: str, role: str) -> dict[str, Any]:
+    s = recipe.slurm
+    params: dict[str, Any] = {
+        "job_name": f"kamado-{recipe.name}-{stage}" + ("" if role in ("stage", "train") else f"-{role}"),
+        "partition": partition,
+        "time": s.time_minutes,
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "cpus_per_task": s.cpus_per_task,
+        "setup": _setup_lines(recipe),
+        # a failed job cancels its dependents instead of leaving them pending forever
+        "additional_parameters": {"kill-on-invalid-dep": "yes", **_extra_sbatch(s.extra_sbatch)},
+    }
+    for key, value in (("account", s.account), ("qos", s.qos), ("mem", f"{s.mem_gb}GB" if s.mem_gb else None)):
+        if value:
+            params[key] = value
+    return params
+
+
+def plan(recipe: Recipe, stages: list[str], partition: str) -> list[JobSpec]:
+    specs: list[JobSpec] = []
+    for stage in stages:
+        if stage == "corpus":
+            n = recipe.corpus.num_shards
+            params = {**_base_params(recipe, partition, stage, "shards"), "array_parallelism": recipe.slurm.array_parallelism}
+            specs.append(JobSpec(stage, "shards", jobs.corpus_shard, [(recipe, i, n) for i in range(n)], params, array=True))
+            specs.append(JobSpec(stage, "finish", jobs.corpus_finish, [(recipe,)], _base_params(recipe, partition, stage, "finish")))
+        elif stage in TRAINING_STAGES:
+            cfg = recipe.stage_config(stage)
+            params = _base_params(recipe, partition, stage, "train")
+            params.update(nodes=cfg.nodes, ntasks_per_node=cfg.nproc_per_node,
+                          srun_args=["--kill-on-bad-exit=1"])  # one failed rank ends the job instead of a hang
+            if recipe.slurm.gpus_per_node > 0:
+                params["gpus_per_node"] = recipe.slurm.gpus_per_node
+            specs.append(JobSpec(stage, "train", jobs.train_rank, [(recipe, stage)], params))
+        else:
+            specs.append(JobSpec(stage, "stage", jobs.single_stage, [(recipe, stage)], _base_params(recipe, partition, stage, "stage")))
+    return specs
+
+
+def pending_stages(recipe: Recipe, stages: list[str]) -> list[str]:
+    """Stages to submit: everything from the first stage not done. A stage after one that is redone gets a new
+    fingerprint anyway, so it is submitted too (its job skips it if it turns out to be done)."""
+    ws = Workspace(recipe)
+    for i, stage in enumerate(stages):
+        if not ws.is_done(stage):
+            return stages[i:]
+    return []
+
+
+# ------------------------------------------------------------------ cluster checks
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+
+
+def check_cluster(recipe: Recipe, stages: list[str]) -> str:
+    """Fail before submitting anything when the recipe asks for what the cluster lacks; returns the partition."""
+    if not shutil.which("sinfo"):
+        raise RecipeError("--executor slurm: Slurm's commands (sinfo, sbatch) are not on PATH")
+    listing = _run(["sinfo", "-h", "-o", "%P"])
+    if listing.returncode:
+        raise RecipeError(f"--executor slurm: sinfo failed: {listing.stderr.strip()}")
+    names = [p.strip() for p in listing.stdout.split()]
+    partition = recipe.slurm.partition
+    if partition is None:
+        defaults = [p.rstrip("*") for p in names if p.endswith("*")]
+        if not defaults:
+            raise RecipeError("key 'slurm.partition': not set, and the cluster has no default partition")
+        partition = defaults[0]
+    known = sorted({p.rstrip("*") for p in names})
+    if partition not in known:
+        raise RecipeError(f"key 'slurm.partition': partition {partition!r} does not exist on this cluster "
+                          f"(partitions: {', '.join(known) or 'none'})")
+    info = _run(["scontrol", "show", "partition", partition, "-o"]).stdout
+    total_nodes = int(_field(info, "TotalNodes") or 0)
+    cpus = [int(c) for c in _run(["sinfo", "-h", "-N", "-p", partition, "-o", "%c"]).stdout.split() if c.isdigit()]
+    max_cpus = max(cpus, default=0)
+    s = recipe.slurm
+    if max_cpus and s.cpus_per_task > max_cpus:
+        raise RecipeError(f"key 'slurm.cpus_per_task': {s.cpus_per_task} CPUs per task, but the nodes of partition "
+                          f"{partition!r} have at most {max_cpus}")
+    for stage in stages:
+        if stage not in TRAINING_STAGES:
+            continue
+        cfg = recipe.stage_config(stage)
+        if cfg.nodes > total_nodes:
+            raise RecipeError(f"key '{stage}.nodes': {cfg.nodes} nodes requested, but partition {partition!r} "
+                              f"has {total_nodes}")
+        if max_cpus and cfg.nproc_per_node * s.cpus_per_task > max_cpus:
+            raise RecipeError(f"key '{stage}.nproc_per_node': {cfg.nproc_per_node} ranks × slurm.cpus_per_task="
+                              f"{s.cpus_per_task} CPUs per node, but the nodes of partition {partition!r} have at most {max_cpus}")
+    return partition
+
+
+def _field(line: str, key: str) -> str | None:
+    for token in line.split():
+        if token.startswith(key + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+# ------------------------------------------------------------------ submit
+def _folder(recipe: Recipe, stage: str) -> Path:
+    return Path(recipe.workdir) / "slurm" / stage
+
+
+def render(spec: JobSpec, folder: Path, dependency: str | None) -> str:
+    """The sbatch script submitit would write for this job (submitit's own renderer)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params = dict(spec.params)
+    if dependency:
+        params["dependency"] = dependency
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    return _make_sbatch_string(command=command, folder=folder, map_count=len(spec.args) if spec.array else None, **params)
+
+
+def _submit_one(recipe: Recipe, spec: JobSpec, dependency: str | None) -> str:
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=_folder(recipe, spec.stage), max_num_timeout=recipe.slurm.max_requeues)
+    executor.update_parameters(**spec.params, **({"dependency": dependency} if dependency else {}))
+    if spec.array:
+        submitted = executor.map_array(spec.fn, *zip(*spec.args))
+        return submitted[0].job_id.split("_")[0]  # the array's id: afterok on it waits for every task
+    return executor.submit(spec.fn, *spec.args[0]).job_id
+
+
+def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
+    todo = pending_stages(recipe, stages)
+    if not todo:
+        print("[kamado] every selected stage is done already; nothing to submit")
+        return 0
+    Workspace(recipe).require_previous(todo[0])  # a stage left out of the selection must be done already
+    partition = check_cluster(recipe, todo) if (not dry_run or shutil.which("sinfo")) else (recipe.slurm.partition or "")
+    specs = plan(recipe, todo, partition)
+    if dry_run:
+        previous = None
+        for spec in specs:
+            print(f"# ---- {spec.stage} / {spec.role}" + (f": job array of {len(spec.args)} tasks" if spec.array else ""))
+            print(render(spec, _folder(recipe, spec.stage), f"afterok:{previous}" if previous else None))
+            previous = f"JOBID_OF_{spec.stage}_{spec.role}"  # placeholder: ids exist only once submitted
+        print(f"[kamado] dry run: {len(specs)} job(s) for {', '.join(todo)}; nothing submitted")
+        return 0
+
+    ws = Workspace(recipe)
+    ws.write_resolved_recipe()  # training ranks read it (kamado.train.worker.load_workspace)
+    record = read_jobs(recipe)
+    stages_record = record.setdefault("stages", {})
+    for stage in todo:
+        stages_record[stage] = []
+    submitted: list[str] = []
+    last = None
+    try:
+        for spec in specs:
+            job_id = _submit_one(recipe, spec, f"afterok:{last}" if last else None)
+            submitted.append(job_id)
+            entry = {"id": job_id, "role": spec.role, "submitted_at": time.time()}
+            if spec.array:
+                entry["tasks"] = len(spec.args)
+            stages_record[spec.stage].append(entry)
+            write_json_atomic(_jobs_path(recipe), record)
+            print(f"[kamado] {spec.stage}: submitted {spec.role} job {job_id}"
+                  + (f" (array of {len(spec.args)})" if spec.array else "") + (f", after {last}" if last else ""))
+            last = job_id
+    except Exception:
+        if submitted:  # no half chain: whatever this call submitted goes
+            _run(["scancel", *submitted])
+            print(f"[kamado] submission failed; cancelled {' '.join(submitted)}", file=sys.stderr)
+        raise
+    print(f"[kamado] logs: {Path(recipe.workdir) / 'slurm'}; follow with: kamado slurm status RECIPE")
+    return 0
+
+
+# ------------------------------------------------------------------ status / cancel
+def _jobs_path(recipe: Recipe) -> Path:
+    return Path(recipe.workdir) / "slurm" / JOBS_FILE
+
+
+def read_jobs(recipe: Recipe) -> dict:
+    path = _jobs_path(recipe)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def job_states(job_id: str) -> list[str]:
+    """Slurm states of a job (one per array task). slurmctld knows a job until MinJobAge after it ends; then
+    sacct, where accounting is configured; else "GONE" (the DONE marker then says how the stage ended)."""
+    out = _run(["scontrol", "show", "job", "-o", job_id])
+    if out.returncode == 0:
+        states = [_field(line, "JobState") for line in out.stdout.splitlines()]
+        if any(states):
+            return [s for s in states if s]
+    acct = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+    if acct.returncode == 0 and acct.stdout.strip():
+        return [line.split()[0] for line in acct.stdout.splitlines() if line.strip()]
+    return ["GONE"]
+
+
+def stage_status(recipe: Recipe) -> dict[str, dict]:
+    """{stage: {"done": bool, "jobs": [{"id", "role", "states"}]}} for every stage with recorded jobs."""
+    ws = Workspace(recipe)
+    out = {}
+    for stage, entries in read_jobs(recipe).get("stages", {}).items():
+        out[stage] = {"done": ws.is_done(stage), "jobs": [{**e, "states": job_states(e["id"])} for e in entries]}
+    return out
+
+
+def _summarize(states: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    return ",".join(s if n == 1 else f"{s}×{n}" for s, n in counts.items())
+
+
+def status(recipe: Recipe) -> int:
+    if not _jobs_path(recipe).is_file():
+        print(f"[kamado] no Slurm jobs recorded for {recipe.workdir} ({_jobs_path(recipe)} missing)")
+        return 1
+    for stage, info in stage_status(recipe).items():
+        jobs_text = "  ".join(f"{j['role']} {j['id']}: {_summarize(j['states'])}" for j in info["jobs"])
+        print(f"{stage:<10} {'DONE' if info['done'] else 'not done':<9} {jobs_text}")
+    return 0
+
+
+def cancel(recipe: Recipe) -> int:
+    ids = [e["id"] for entries in read_jobs(recipe).get("stages", {}).values() for e in entries]
+    if not ids:
+        print(f"[kamado] no Slurm jobs recorded for {recipe.workdir}")
+        return 1
+    out = _run(["scancel", *ids])
+    if out.returncode:
+        print(f"[kamado] scancel: {out.stderr.strip()}", file=sys.stderr)
+        return 1
+    print(f"[kamado] cancelled {' '.join(ids)} (jobs that had ended already are unaffected)")
+    return 0

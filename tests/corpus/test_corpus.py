@@ -1,0 +1,71 @@
+"""Corpus stage: rules, PII masking, exact dedup after NFKC, and the invariant docs in = kept + dropped."""
+
+import gzip
+import json
+
+import pytest
+
+from kamado.corpus.filters import char_fractions
+from kamado.corpus.normalize import normalize
+from kamado.corpus.pii import mask_pii
+from kamado.corpus.readers import BadRecord, read_jsonl
+from kamado.recipe import load_recipe
+from kamado.stage import run_stages
+from tests.helpers import write_jsonl
+
+PROSE = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。"
+
+
+def test_normalize_nfkc_and_whitespace():
+    assert normalize("ＡＢＣ１２３　ｶﾀｶﾅ\r\n\n\n\n次の行  です\x07") == "ABC123 カタカナ\n\n次の行 です"
+
+
+def test_char_fractions():
+    f = char_fractions("ひらがなカタカナ漢字abc")
+    assert f["hiragana"] == pytest.approx(4 / 13) and f["katakana"] == pytest.approx(4 / 13)
+    assert f["japanese"] == pytest.approx(10 / 13)
+
+
+def test_pii_masking():
+    text, counts = mask_pii("連絡先は taro.yamada@example.jp または 03-1234-5678、携帯 090-1234-5678、〒123-4567 です。")
+    assert "@" not in text and "1234" not in text
+    assert counts == {"email": 1, "phone": 2, "postal_code": 1}
+    assert mask_pii("西暦2024-05-01 の記事")[1] == {}  # a date is not a phone number
+
+
+def test_bad_record_names_file_line_and_field(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"id": 1, "text": "よい"}\n{"id": 2, "body": "x"}\n', encoding="utf-8")
+    with pytest.raises(BadRecord, match=r"bad.jsonl:2: field 'text'"):
+        list(read_jsonl(str(p)))
+
+
+def test_corpus_stage_counts_every_document(tmp_path):
+    docs = [{"id": f"p{i}", "text": f"{PROSE}第{i}話。"} for i in range(20)]
+    docs += [{"id": "dup-exact", "text": docs[0]["text"]}]
+    docs += [{"id": "dup-width", "text": docs[1]["text"].replace("1", "１")}]  # equal after NFKC
+    docs += [{"id": "short", "text": "短い。"}]
+    docs += [{"id": "english", "text": "This page is written in English and has hardly any Japanese at all. " * 3}]
+    docs += [{"id": "kanji-spam", "text": "格安 激安 通販 送料無料 最安値 人気 口コミ 比較 評判 " * 6}]
+    docs += [{"id": "pii", "text": PROSE + "お問い合わせは info@example.com まで。"}]
+    write_jsonl(tmp_path / "a.jsonl", docs[:13])
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[13:])
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: 3\n  sources:\n"
+        "    - {name: a, paths: [a.jsonl]}\n    - {name: b, paths: ['*.jsonl.gz']}\n", encoding="utf-8")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    run_stages(recipe, ["corpus"], log=lambda s: None)
+    report = json.loads((tmp_path / "run/corpus/report.json").read_text())
+    assert report["docs_in"] == len(docs) == report["docs_kept"] + sum(report["dropped"].values())
+    assert report["dropped"] == {"exact_duplicate": 2, "too_short": 1, "low_japanese_fraction": 1, "low_hiragana_fraction": 1}
+    assert report["pii_masked"] == {"email": 1}
+    kept = {}
+    for shard in sorted((tmp_path / "run/corpus/data").glob("shard-*.jsonl.gz")):
+        with gzip.open(shard, "rt", encoding="utf-8") as fh:
+            kept.update((d["id"], d) for d in map(json.loads, fh))
+    assert len(kept) == report["docs_kept"] == len(docs) - 5
+    assert "dup-exact" not in kept and "dup-width" not in kept and "p0" in kept and "p1" in kept
+    assert "<EMAIL>" in kept["pii"]["text"]
+    dups = json.loads((tmp_path / "run/corpus/duplicates.json").read_text())
+    assert {d["id"]: d["duplicate_of"] for d in dups} == {"dup-exact": "p0", "dup-width": "p1"}

@@ -1,0 +1,177 @@
+"""The Slurm executor against the real local cluster: same results as the local executor, dry run, bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from kamado.cli import main
+from kamado.recipe import load_recipe
+from kamado.slurm.executor import stage_status
+from kamado.stage import Workspace, run_stages
+from tests.helpers import write_jsonl
+
+pytestmark = pytest.mark.slurm
+
+WHEN = ["朝早く", "昼過ぎに", "夕方になって", "夜遅く", "週末に", "春になると", "雨の日には", "夏休みの間", "冬の寒い日に", "日曜日の午後"]
+WHO = ["私", "父", "母", "友人", "先生", "祖母", "子供たち", "隣の家の猫", "兄", "妹", "会社の同僚", "留学生"]
+WHERE = ["東京", "京都", "大阪の商店街", "北海道", "近くの公園", "図書館", "駅前の喫茶店", "山の上の神社", "静かな海辺", "古い美術館"]
+WHAT = ["本を読みました", "散歩をしました", "料理を作りました", "写真を撮りました", "手紙を書きました", "電車に乗りました",
+        "花を見に行きました", "歌を歌いました", "絵を描きました", "昔の話を聞きました", "お茶を飲みました", "野菜を買いました"]
+HOW = ["とても楽しかったです", "少し疲れました", "また行きたいと思います", "忘れられない一日になりました",
+       "新しい発見がありました", "みんなで笑いました", "心が落ち着きました", "時間があっという間に過ぎました"]
+
+
+def japanese_docs(n: int, seed: int = 0) -> list[dict]:
+    """n documents of 3-6 template sentences, plus two exact duplicates, one too short, one with an e-mail."""
+    rng = random.Random(seed)
+    docs = []
+    for i in range(n):
+        sentences = [f"{rng.choice(WHEN)}、{rng.choice(WHO)}は{rng.choice(WHERE)}で{rng.choice(WHAT)}。{rng.choice(HOW)}。"
+                     for _ in range(rng.randint(3, 6))]
+        docs.append({"id": f"doc{i:04d}", "text": "".join(sentences) + f"これは第{i}話です。"})
+    docs += [{"id": "dup-a", "text": docs[3]["text"]}, {"id": "dup-b", "text": docs[7]["text"]}]
+    docs += [{"id": "short", "text": "短い文です。"}]
+    docs += [{"id": "mail", "text": docs[5]["text"] + "連絡は taro@example.jp までどうぞ。"}]
+    return docs
+
+
+def write_recipe(tmp_path: Path, n_docs: int, extra: str = "") -> Path:
+    half = japanese_docs(n_docs)
+    write_jsonl(tmp_path / "data" / "a.jsonl", half[: len(half) // 2])
+    with gzip.open(tmp_path / "data" / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in half[len(half) // 2:])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"""name: slurmtest
+workdir: run-slurm
+stages: [corpus, tokenizer, pretrain]
+corpus:
+  sources:
+    - {{name: a, paths: [data/a.jsonl]}}
+    - {{name: b, paths: ['data/*.jsonl.gz']}}
+  num_shards: 4
+  workers: 2
+tokenizer: {{vocab_size: 500, validation_fraction: 0.05}}
+pretrain:
+  model: {{preset: tiny}}
+  nodes: 2
+  nproc_per_node: 1
+  seq_len: 64
+  micro_batch_size: 4
+  max_steps: 6
+  warmup_steps: 2
+  checkpoint_every: 100
+  log_every: 1
+slurm:
+  partition: debug
+  time_minutes: 10
+{extra}""", encoding="utf-8")
+    return path
+
+
+def squeue() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+
+
+def wait_until_done(recipe, stage: str, timeout: float = 150) -> None:
+    ws, deadline = Workspace(recipe), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ws.is_done(stage):
+            return wait_until_idle(deadline)  # the job still ends after DONE.json; leave the cluster as found
+        states = [s for j in stage_status(recipe).get(stage, {}).get("jobs", []) for s in j["states"]]
+        if any(s in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY") for s in states):
+            break
+        time.sleep(1)
+    logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((ws.root / "slurm" / stage).glob("*.err")))
+    pytest.fail(f"{stage} not done on Slurm: {stage_status(recipe).get(stage)}\n{logs}")
+
+
+def wait_until_idle(deadline: float) -> None:
+    while time.monotonic() < deadline:
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True).stdout.split()
+        if not squeue() and set(nodes) == {"idle"}:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"jobs still queued: {squeue()}")
+
+
+def kept_ids(ws: Workspace) -> set[str]:
+    ids = set()
+    for path in (ws.stage_dir("corpus") / "data").glob("shard-*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            ids.update(json.loads(line)["id"] for line in fh)
+    return ids
+
+
+def test_corpus_job_array_matches_local_run(slurm_cluster, tmp_path, capsys):
+    path = write_recipe(tmp_path, 60)
+    assert main(["corpus", str(path), "--executor", "slurm"]) == 0  # returns at once: the jobs run on
+    slurm_recipe = load_recipe(path)
+    record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]["corpus"]
+    assert [(j["role"], j.get("tasks")) for j in record] == [("shards", 4), ("finish", None)]
+
+    local = load_recipe(path, ["workdir=run-local"])
+    run_stages(local, ["corpus"], log=lambda s: None)
+    wait_until_done(slurm_recipe, "corpus")
+
+    a, b = Workspace(local), Workspace(slurm_recipe)
+    assert (b.stage_dir("corpus") / "report.json").read_bytes() == (a.stage_dir("corpus") / "report.json").read_bytes()
+    assert kept_ids(b) == kept_ids(a) and "dup-a" not in kept_ids(a) and "short" not in kept_ids(a)
+    assert b.read_done("corpus")["counts"] == a.read_done("corpus")["counts"]
+    assert sorted(p.name for p in (b.root / "slurm" / "corpus").glob("*_log.out"))  # logs under <workdir>/slurm/<stage>
+
+    capsys.readouterr()
+    assert main(["slurm", "status", str(path)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus"))
+    assert "DONE" in line and "COMPLETED×4" in line, line
+    assert main(["corpus", str(path), "--executor", "slurm"]) == 0  # done already: nothing submitted
+    assert "nothing to submit" in capsys.readouterr().out
+
+
+def test_dry_run_prints_scripts_and_submits_nothing(slurm_cluster, tmp_path, capsys):
+    path = write_recipe(tmp_path, 20, extra="  extra_sbatch: ['--comment=kamado-dry']\n  setup: ['echo setting-up']\n")
+    assert main(["run", str(path), "--executor", "slurm", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("#!/bin/bash") == 4  # corpus shards + finish, tokenizer, pretrain
+    assert "#SBATCH --partition=debug" in out and "#SBATCH --array=0-3%4" in out
+    assert "#SBATCH --nodes=2" in out and "#SBATCH --comment=kamado-dry" in out and "echo setting-up" in out
+    assert "#SBATCH --dependency=afterok:JOBID_OF_corpus_finish" in out
+    assert squeue() == [] and not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
+
+
+def test_bad_partition_or_too_many_nodes_fail_before_submitting(slurm_cluster, tmp_path, capsys):
+    path = write_recipe(tmp_path, 20)
+    assert main(["run", str(path), "--executor", "slurm", "--set", "slurm.partition=nosuchpart"]) == 2
+    err = capsys.readouterr().err
+    assert "slurm.partition" in err and "nosuchpart" in err and "debug" in err
+    assert main(["run", str(path), "--executor", "slurm", "--set", "pretrain.nodes=3"]) == 2
+    assert "pretrain.nodes" in capsys.readouterr().err
+    assert squeue() == [] and not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
+
+
+@pytest.mark.distributed
+def test_two_node_pretrain_matches_local_two_ranks(slurm_cluster, tmp_path):
+    path = write_recipe(tmp_path, 200)
+    local = load_recipe(path, ["workdir=run-local", "pretrain.nodes=1", "pretrain.nproc_per_node=2"])
+    run_stages(local, ["corpus", "tokenizer", "pretrain"], log=lambda s: None)
+    slurm_recipe = load_recipe(path)
+    # Same corpus and tokenizer configs, so their DONE markers are valid in the Slurm workdir as well.
+    for stage in ("corpus", "tokenizer"):
+        shutil.copytree(Workspace(local).stage_dir(stage), Workspace(slurm_recipe).stage_dir(stage))
+    assert main(["run", str(path), "--executor", "slurm"]) == 0
+    assert list(json.loads((tmp_path / "run-slurm/slurm/jobs.json").read_text())["stages"]) == ["pretrain"]
+    wait_until_done(slurm_recipe, "pretrain", timeout=240)
+
+    def losses(recipe):
+        rows = (Workspace(recipe).stage_dir("pretrain") / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, rows)]
+
+    assert len(losses(local)) == 6
+    assert losses(slurm_recipe) == losses(local)
+    assert json.loads((Workspace(slurm_recipe).stage_dir("pretrain") / "result.json").read_text())["world_size"] == 2

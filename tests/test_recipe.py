@@ -1,0 +1,70 @@
+"""Recipe loading: typed, unknown keys and wrong types are errors naming the key and the file."""
+
+from pathlib import Path
+
+import pytest
+
+from kamado.recipe import RecipeError, check_inputs, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_its_inputs_exist(recipe):
+    r = load_recipe(recipe)
+    check_inputs(r, r.stages, str(recipe))
+    assert r.stages[0] == "corpus" and Path(r.workdir).is_absolute()
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = write(tmp_path, "name: x\nworkdir: w\npretrain:\n  lrr: 1e-3\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(p)
+    assert str(p) in str(err.value) and "lrr" in str(err.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    p = write(tmp_path, "name: x\nworkdir: w\ntokenizer:\n  vocab_size: lots\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(p)
+    assert str(p) in str(err.value) and "tokenizer.vocab_size" in str(err.value)
+
+
+def test_unknown_stage_is_rejected(tmp_path):
+    p = write(tmp_path, "name: x\nworkdir: w\nstages: [corpus, tokeniser]\n")
+    with pytest.raises(RecipeError, match=r"stages\[1\].*tokeniser"):
+        load_recipe(p)
+
+
+def test_missing_required_key(tmp_path):
+    p = write(tmp_path, "workdir: w\n")
+    with pytest.raises(RecipeError, match="name"):
+        load_recipe(p)
+
+
+def test_set_overrides_are_typed_and_paths_resolve_against_the_recipe(tmp_path):
+    p = write(tmp_path, "name: x\nworkdir: run\nsft:\n  data: [d/sft.jsonl]\n")
+    r = load_recipe(p, ["pretrain.lr=3e-4", "pretrain.model.num_layers=4"])
+    assert r.pretrain.lr == pytest.approx(3e-4) and r.pretrain.model.num_layers == 4
+    assert r.workdir == str(tmp_path / "run") and r.sft.data == [str(tmp_path / "d" / "sft.jsonl")]
+    with pytest.raises(RecipeError, match="pretrain.max_steps"):
+        load_recipe(p, ["pretrain.max_steps=many"])
+
+
+def test_missing_and_empty_inputs_fail_naming_the_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    p = write(tmp_path, "name: x\nworkdir: w\ncorpus:\n  sources:\n    - name: a\n      paths: [missing.jsonl]\n")
+    with pytest.raises(RecipeError, match=r"corpus.sources\[0\].paths.*missing.jsonl"):
+        check_inputs(load_recipe(p), ["corpus"], str(p))
+    p = write(tmp_path, "name: x\nworkdir: w\ncorpus:\n  sources:\n    - name: a\n      paths: [empty.jsonl]\n")
+    with pytest.raises(RecipeError, match="empty corpus.*empty.jsonl"):
+        check_inputs(load_recipe(p), ["corpus"], str(p))
+    p = write(tmp_path, "name: x\nworkdir: w\nsft:\n  data: [nope.jsonl]\n")
+    with pytest.raises(RecipeError, match=r"sft.data\[0\].*nope.jsonl"):
+        check_inputs(load_recipe(p), ["sft"], str(p))

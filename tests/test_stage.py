@@ -1,0 +1,70 @@
+"""Stage contract: done-markers, skip, redo of a stage and everything after it, never anything before it."""
+
+import json
+
+import pytest
+
+from kamado.cli import main
+from kamado.stage import Workspace, run_stages, select_stages
+from tests.helpers import ROOT, tiny_recipe
+
+
+def finished_at(ws: Workspace, stage: str) -> float:
+    return json.loads((ws.stage_dir(stage) / "DONE.json").read_text())["finished_at"]
+
+
+def test_skip_and_redo(tmp_path):
+    log: list[str] = []
+    recipe = tiny_recipe(tmp_path)
+    ws = Workspace(recipe)
+    assert run_stages(recipe, ["corpus", "tokenizer"], log.append) == {"corpus": "done", "tokenizer": "done"}
+    first = {s: finished_at(ws, s) for s in ("corpus", "tokenizer")}
+
+    assert run_stages(recipe, ["corpus", "tokenizer"], log.append) == {"corpus": "skipped", "tokenizer": "skipped"}
+    assert any("corpus: done already" in line for line in log)
+
+    # a changed tokenizer config redoes the tokenizer only
+    changed = tiny_recipe(tmp_path, "tokenizer.vocab_size=2500")
+    assert run_stages(changed, ["corpus", "tokenizer"], log.append) == {"corpus": "skipped", "tokenizer": "done"}
+    assert finished_at(ws, "corpus") == first["corpus"]
+    assert json.loads((ws.stage_dir("tokenizer") / "eval.json").read_text())["vocab_size"] <= 2500
+
+    # a deleted corpus folder redoes the corpus and everything after it
+    import shutil
+
+    shutil.rmtree(ws.stage_dir("corpus"))
+    assert run_stages(changed, ["corpus", "tokenizer"], log.append) == {"corpus": "done", "tokenizer": "done"}
+    assert finished_at(ws, "tokenizer") > first["tokenizer"]
+
+
+def test_a_stage_needs_the_one_before_it(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    with pytest.raises(RuntimeError, match="needs stage corpus"):
+        run_stages(recipe, ["tokenizer"], lambda s: None)
+
+
+def test_a_failed_stage_is_not_marked_done(tmp_path, capsys):
+    recipe_path = str(ROOT / "recipes" / "tiny-cpu.yaml")
+    base = ["--set", f"workdir={tmp_path / 'run'}"]
+    assert main(["run", recipe_path, "--until", "corpus", *base]) == 0
+    # a vocabulary too small for the sample's characters makes SentencePiece fail mid-stage
+    assert main(["run", recipe_path, "--only", "tokenizer", *base, "--set", "tokenizer.vocab_size=300"]) == 1
+    assert "tokenizer" in capsys.readouterr().err
+    ws = Workspace(tiny_recipe(tmp_path))
+    assert ws.is_done("corpus") and not (ws.stage_dir("tokenizer") / "DONE.json").exists()
+
+
+def test_select_stages(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    assert select_stages(recipe, until="pretrain") == ["corpus", "tokenizer", "pretrain"]
+    assert select_stages(recipe, only=["sft", "dpo"]) == ["sft", "dpo"]
+
+
+def test_cli_rejects_unknown_stage_and_missing_input_before_any_work(tmp_path, capsys):
+    recipe_path = str(ROOT / "recipes" / "tiny-cpu.yaml")
+    assert main(["run", recipe_path, "--set", f"workdir={tmp_path / 'run'}", "--set", "stages=[corpus,tokeniser]"]) == 2
+    assert "tokeniser" in capsys.readouterr().err
+    assert main(["run", recipe_path, "--set", f"workdir={tmp_path / 'run'}", "--set", "sft.data=[/nonexistent/x.jsonl]"]) == 2
+    err = capsys.readouterr().err
+    assert "sft.data[0]" in err and "/nonexistent/x.jsonl" in err
+    assert not (tmp_path / "run" / "corpus").exists()
