@@ -61,25 +61,74 @@ class PackedTokens:
         return np.asarray(self.shards[s][start : start + self.seq_len + 1], dtype=np.int64)
 
 
+class Mixture:
+    """Global sample index → (source, sample) for a weighted mixture, deterministically.
+
+    Sources are drawn per index from a seeded categorical over blocks of BLOCK indices; each source walks its
+    own epoch permutations in the order it is drawn, so every sample of a source is seen once per its epoch.
+    The per-block counts are cached, so going forward is O(1) amortised and a resume recomputes them once.
+    """
+
+    BLOCK = 8192
+
+    def __init__(self, sizes: list[int], weights: list[float], seed: int):
+        w = np.asarray(weights, dtype=np.float64)
+        self.p = w / w.sum()
+        self.seed = seed
+        self.orders = [SampleOrder(n, seed + 1009 * (s + 1)) for s, n in enumerate(sizes)]
+        self._counts_before: list[np.ndarray] = [np.zeros(len(sizes), dtype=np.int64)]
+        self._block = -1
+        self._choice = self._within = None
+
+    def _load_block(self, b: int) -> None:
+        while len(self._counts_before) <= b:  # counts of each source drawn before block b
+            k = len(self._counts_before) - 1
+            choice = np.random.default_rng([self.seed, k]).choice(len(self.p), size=self.BLOCK, p=self.p)
+            self._counts_before.append(self._counts_before[k] + np.bincount(choice, minlength=len(self.p)))
+        choice = np.random.default_rng([self.seed, b]).choice(len(self.p), size=self.BLOCK, p=self.p)
+        within = np.zeros(self.BLOCK, dtype=np.int64)
+        for s in range(len(self.p)):
+            mask = choice == s
+            within[mask] = np.arange(mask.sum())
+        self._block, self._choice, self._within = b, choice, within
+
+    def __call__(self, global_index: int) -> tuple[int, int]:
+        b, pos = divmod(global_index, self.BLOCK)
+        if b != self._block:
+            self._load_block(b)
+        s = int(self._choice[pos])  # type: ignore[index]
+        nth = int(self._counts_before[b][s] + self._within[pos])  # type: ignore[index]
+        return s, self.orders[s](nth)
+
+
 class PretrainTask:
-    """Next-token prediction on packed shards (documents separated by EOS)."""
+    """Next-token prediction on packed shards (documents separated by EOS), one folder or a weighted mixture."""
 
     name = "pretrain"
 
-    def __init__(self, tokens_dir: Path, seq_len: int, seed: int):
-        self.train = PackedTokens(tokens_dir, "train", seq_len)
-        try:
-            self.val: PackedTokens | None = PackedTokens(tokens_dir, "val", seq_len)
-        except ValueError:
-            self.val = None
-        self.order = SampleOrder(len(self.train), seed)
+    def __init__(self, sources: list[tuple[Path, float]], seq_len: int, seed: int):
+        self.sources = [PackedTokens(path, "train", seq_len) for path, _ in sources]
+        self.val: PackedTokens | None = None
+        for path, _ in sources:  # validation: the first source that holds a val split
+            try:
+                self.val = PackedTokens(path, "val", seq_len)
+                break
+            except ValueError:
+                continue
+        self.mixture = Mixture([len(s) for s in self.sources], [w for _, w in sources], seed)
+        self.num_samples = sum(len(s) for s in self.sources)
 
     def batch(self, indices: list[int]) -> dict:
-        rows = np.stack([self.train[self.order(i)] for i in indices])
-        t = torch.from_numpy(rows)
+        rows = []
+        for i in indices:
+            s, j = self.mixture(i)
+            rows.append(self.sources[s][j])
+        t = torch.from_numpy(np.stack(rows))
         return {"input_ids": t[:, :-1], "labels": t[:, 1:]}
 
     def val_batches(self, micro_batch: int, limit: int = 8):
+        """The first `limit` micro-batches of the validation split; every rank runs the same ones (under
+        ZeRO-3 a forward is collective, so ranks must agree on how many they run)."""
         if self.val is None:
             return
         n = min(len(self.val), limit * micro_batch)

@@ -30,8 +30,10 @@ def run_training_stage(recipe: Recipe, ws: Workspace, stage: str) -> StageResult
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc_per_node}",
            "-m", STAGE_MODULES[stage], str(ws.root)]
     proc = subprocess.run(cmd, env=worker_env())
-    if proc.returncode == STOPPED_EXIT_CODE:
-        raise RuntimeError(f"{stage}: stopped by a signal after saving a checkpoint; run again to resume")
+    stopped = ws.stage_dir(stage) / "STOPPED.json"
+    if proc.returncode == STOPPED_EXIT_CODE or stopped.is_file():  # torchrun reports a worker's exit 3 as its own 1
+        why = json.loads(stopped.read_text()) if stopped.is_file() else {"reason": "signal", "step": "?"}
+        raise RuntimeError(f"{stage}: stopped ({why['reason']}) at step {why['step']} after saving a checkpoint; run again to resume")
     if proc.returncode != 0:
         raise RuntimeError(f"{stage}: training failed (exit code {proc.returncode}); see the output above")
     result = json.loads((ws.stage_dir(stage) / "result.json").read_text())

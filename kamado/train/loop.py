@@ -1,16 +1,17 @@
-"""The one training loop (pretrain, sft, dpo differ only in their task): DeepSpeed engine, checkpoints, metrics.
+"""The one training loop (pretrain, sft, dpo differ only in their task) on DeepSpeed's engine.
 
-Checkpoints are written under a temporary tag, then renamed and recorded in `latest` once every rank has
-finished, so a run cut short mid-save resumes from the previous complete checkpoint. A SIGUSR1/SIGTERM sets a
-flag; all ranks agree on it each step (an all-reduce), save, and exit with STOPPED_EXIT_CODE.
+Cross-cutting pieces live in their own modules: the DeepSpeed config (dsconfig), the lr schedule (schedule),
+checkpoints (checkpoint), metrics (metrics), spikes and non-finite steps (stability). The loop only wires them.
+
+A batch is a pure function of the step (train/data.py), so the step counter in the checkpoint is the loader's
+position and a resumed run is bit-identical to a straight one on CPU. A SIGUSR1/SIGTERM sets a flag; all ranks
+agree on it every step (an all-reduce), save a checkpoint, write STOPPED.json and exit with STOPPED_EXIT_CODE.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -21,10 +22,15 @@ import torch
 import torch.distributed as dist
 
 from kamado.recipe import TrainConfig
+from kamado.train.checkpoint import CheckpointManager
 from kamado.train.data import batch_indices
 from kamado.train.dist import DistEnv
+from kamado.train.dsconfig import deepspeed_config
+from kamado.train.metrics import MetricsWriter, device_peak_tflops, memory_mb, plot_loss_curve
+from kamado.train.schedule import lr_multiplier
+from kamado.train.stability import NonFiniteGuard, SpikeDetector
 
-STOPPED_EXIT_CODE = 3  # checkpointed on a signal; the launcher (or Slurm) is expected to requeue
+STOPPED_EXIT_CODE = 3  # checkpointed and stopped (signal or too many non-finite steps); rerun resumes
 
 
 class Task(Protocol):
@@ -35,32 +41,6 @@ class Task(Protocol):
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]: ...
 
     def val_batches(self, micro_batch: int, limit: int = 8): ...
-
-
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
-        "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.precision == "bf16"},
-        "fp16": {"enabled": cfg.precision == "fp16"},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
-def lr_lambda(cfg: TrainConfig):
-    """Linear warmup, then cosine decay to min_lr_ratio × lr at max_steps."""
-
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / max(1, cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
 
 
 class _StopFlag:
@@ -80,65 +60,37 @@ class LoopResult:
     last_loss: float | None
     val_loss: float | None
     tokens: int
-    stopped: bool
+    stopped: str | None  # None, "signal" or "nonfinite"
+    skipped_steps: int
 
 
 class TrainLoop:
-    def __init__(self, cfg: TrainConfig, model, task: Task, out_dir: Path, env: DistEnv, device: torch.device):
-        self.cfg, self.task, self.out_dir, self.env, self.device = cfg, task, out_dir, env, device
-        self.ckpt_dir = out_dir / "checkpoints"
+    def __init__(self, cfg: TrainConfig, model, task: Task, out_dir: Path, env: DistEnv, device: torch.device,
+                 flops_per_token: float = 0.0, identity: dict[str, Any] | None = None):
         import deepspeed
 
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-        self.ds_config = deepspeed_config(cfg, env.world_size)
+        self.cfg, self.task, self.out_dir, self.env, self.device = cfg, task, out_dir, env, device
+        self.flops_per_token = flops_per_token
+        if cfg.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                      betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg))
+        self.ds_config = deepspeed_config(cfg, env.world_size, task.name)
         if env.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "deepspeed_config.json").write_text(json.dumps(self.ds_config, indent=2))
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        self.ckpt_dir = out_dir / "checkpoints"
+        ident = {"world_size": env.world_size, "zero_stage": cfg.zero_stage, **(identity or {})}
+        self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
         self.step = 0
+        self.skipped = NonFiniteGuard(cfg.max_nonfinite_in_a_row)
         self.stop = _StopFlag()
+        self.peak_tflops = device_peak_tflops()
 
-    # ------------------------------------------------------------ checkpoints
-    def _latest_tag(self) -> str | None:
-        latest = self.ckpt_dir / "latest"
-        if not latest.is_file():
-            return None
-        tag = latest.read_text().strip()
-        return tag if (self.ckpt_dir / tag).is_dir() else None
-
-    def resume(self) -> bool:
-        tag = self._latest_tag()
-        if tag is None:
-            return False
-        _, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=tag)
-        self.step = int(client["step"])
-        if self.env.rank == 0:
-            print(f"[kamado] {self.task.name}: resumed from {self.ckpt_dir / tag} at step {self.step}", flush=True)
-        return True
-
-    def save(self) -> str:
-        tag = f"step{self.step:07d}"
-        tmp_tag = f"tmp-{tag}"
-        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tmp_tag, client_state={"step": self.step}, save_latest=False)
-        dist.barrier()
-        if self.env.rank == 0:
-            final = self.ckpt_dir / tag
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(self.ckpt_dir / tmp_tag, final)
-            tmp = self.ckpt_dir / "latest.tmp"
-            tmp.write_text(tag)
-            os.replace(tmp, self.ckpt_dir / "latest")
-            kept = sorted(p for p in self.ckpt_dir.glob("step*") if p.is_dir())
-            for old in kept[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        dist.barrier()
-        return tag
-
-    # ------------------------------------------------------------ loop
+    # ------------------------------------------------------------ helpers
     def _to_device(self, batch: dict) -> dict:
         return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
@@ -147,16 +99,23 @@ class TrainLoop:
         dist.all_reduce(t)
         return (t / self.env.world_size).tolist()
 
-    def _stop_requested(self) -> bool:
-        t = torch.tensor([1.0 if self.stop.raised else 0.0], device=self.device)
+    def _all(self, flag: bool) -> bool:
+        t = torch.tensor([0.0 if flag else 1.0], device=self.device)
         dist.all_reduce(t)
-        return t.item() > 0
+        return t.item() == 0
+
+    def save(self) -> str:
+        return self.checkpoints.save(self.engine, self.step, {"step": self.step, "skipped_steps": self.skipped.total})
+
+    def _write_stopped(self, reason: str) -> None:
+        if self.env.rank == 0:
+            (self.out_dir / "STOPPED.json").write_text(json.dumps({"reason": reason, "step": self.step}))
 
     def validate(self) -> float | None:
         self.engine.eval()
         losses = []
         with torch.no_grad():
-            for batch in self.task.val_batches(self.cfg.micro_batch_size):
+            for batch in self.task.val_batches(self.cfg.micro_batch_size, self.cfg.eval_batches):
                 loss, _ = self.task.loss(self.engine, self._to_device(batch))
                 losses.append(loss.item())
         self.engine.train()
@@ -164,64 +123,105 @@ class TrainLoop:
             return None
         return self._mean_across_ranks([sum(losses) / len(losses)])[0]
 
+    def _zero_loss(self) -> torch.Tensor:
+        """A loss whose gradient is exactly zero: backpropagated instead of a non-finite one, so every rank still
+        runs the same backward and reduction (ZeRO's hooks are collective) and no NaN reaches the weights."""
+        return sum((p * 0.0).sum() for p in self.engine.module.parameters() if p.requires_grad)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ loop
     def run(self) -> LoopResult:
         cfg, env = self.cfg, self.env
-        self.resume()
-        metrics_path = self.out_dir / "metrics.jsonl"
+        if env.rank == 0:
+            (self.out_dir / "STOPPED.json").unlink(missing_ok=True)
+        client = self.checkpoints.load(self.engine)
+        if client is not None:
+            self.step = int(client["step"])
+            self.skipped.total = int(client.get("skipped_steps", 0))
+            if env.rank == 0:
+                print(f"[kamado] {self.task.name}: resumed from {self.ckpt_dir / self.checkpoints.latest()} at step {self.step}", flush=True)
+        metrics = MetricsWriter(self.out_dir, env.rank == 0)
+        spikes = SpikeDetector(cfg.spike_sigma)
         first_loss = last_loss = None
-        tokens_per_step = 0
-        stopped = False
+        tokens_total = 0
+        stopped: str | None = None
         self.engine.train()
         t_last = time.time()
         while self.step < cfg.max_steps:
-            step_loss = 0.0
-            extra: dict[str, float] = {}
-            n_tokens = 0
+            step_loss, extra, n_tokens, finite = 0.0, {}, 0, True
             for micro in range(cfg.grad_accum):
                 idx = batch_indices(self.step, micro, cfg.grad_accum, env.rank, env.world_size, cfg.micro_batch_size)
                 batch = self._to_device(self.task.batch(idx))
                 loss, parts = self.task.loss(self.engine, batch)
-                self.engine.backward(loss)
+                micro_finite = self._all(bool(torch.isfinite(loss).item()))
+                finite = finite and micro_finite
+                self.engine.backward(loss if micro_finite else self._zero_loss())
                 self.engine.step()
                 step_loss += loss.item() / cfg.grad_accum
                 for k, v in parts.items():
                     extra[k] = extra.get(k, 0.0) + v / cfg.grad_accum
-                n_tokens += int(batch["input_ids"].numel())
+                mask = batch.get("attention_mask")
+                n_tokens += int(mask.sum().item() if mask is not None else batch["input_ids"].numel())
             self.step += 1
+            self.skipped.record(finite)
             keys = sorted(extra)
-            reduced = self._mean_across_ranks([step_loss, *[extra[k] for k in keys]])
-            loss_all, extra = reduced[0], dict(zip(keys, reduced[1:]))
-            tokens_per_step = n_tokens * env.world_size
+            reduced = self._mean_across_ranks([step_loss, float(n_tokens), *[extra[k] for k in keys]])
+            loss_all, extra = reduced[0], dict(zip(keys, reduced[2:]))
+            step_tokens = int(round(reduced[1] * env.world_size))
+            tokens_total += step_tokens
             if first_loss is None:
                 first_loss = loss_all
-            last_loss = loss_all
+            last_loss = loss_all if finite else last_loss
+            spike = spikes(loss_all) if finite else False
+            val_loss = self.validate() if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps else None
             if env.rank == 0:
                 now = time.time()
-                record: dict[str, Any] = {
-                    "step": self.step, "loss": round(loss_all, 6), "lr": self.engine.get_lr()[0],
-                    "grad_norm": _as_float(self.engine.get_global_grad_norm()), "tokens": tokens_per_step,
-                    "tokens_per_s": round(tokens_per_step / max(now - t_last, 1e-9), 1), "time": now,
-                    **{k: round(v, 6) for k, v in extra.items()},
-                }
+                tok_s = step_tokens / max(now - t_last, 1e-9)
                 t_last = now
-                with open(metrics_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.max_steps:
+                tflops = tok_s * self.flops_per_token / 1e12 / env.world_size  # per device
+                record: dict[str, Any] = {
+                    "step": self.step, "loss": round(loss_all, 6) if finite else None, "lr": self.engine.get_lr()[0],
+                    "grad_norm": _as_float(self.engine.get_global_grad_norm()) if finite else None,
+                    "tokens": step_tokens, "tokens_per_s": round(tok_s, 1), "tflops_per_device": round(tflops, 4),
+                    "mfu": round(tflops / self.peak_tflops, 4) if self.peak_tflops else None,
+                    **{k: round(v, 2) for k, v in memory_mb(self.device).items()},
+                    "time": now, **{k: round(v, 6) for k, v in extra.items()},
+                }
+                if not finite:
+                    record["skipped_nonfinite"] = True
+                if spike:
+                    record["spike"] = True
+                if val_loss is not None:
+                    record["val_loss"] = round(val_loss, 6)
+                    record["val_ppl"] = round(math.exp(min(val_loss, 50)), 3)
+                metrics.write(record)
+                if not finite or spike or val_loss is not None or self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     shown = " ".join(f"{k}={v:.4f}" for k, v in extra.items())
-                    print(f"[{self.task.name}] step {self.step}/{cfg.max_steps} loss {loss_all:.4f} lr {record['lr']:.2e} "
-                          f"{record['tokens_per_s']:.0f} tok/s {shown}", flush=True)
-            if self._stop_requested():
+                    note = " SKIPPED (non-finite loss)" if not finite else (" SPIKE" if spike else "")
+                    val = f" val {val_loss:.4f}" if val_loss is not None else ""
+                    mfu = f" MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
+                    print(f"[{self.task.name}] step {self.step}/{cfg.max_steps} loss {loss_all:.4f}{val} lr {record['lr']:.2e} "
+                          f"{tok_s:,.0f} tok/s{mfu} {shown}{note}", flush=True)
+            if self.skipped.exhausted:
+                stopped = "nonfinite"
+            elif not self._all(not self.stop.raised):  # any rank signalled
+                stopped = "signal"
+            if stopped:
                 self.save()
-                stopped = True
+                self._write_stopped(stopped)
                 if env.rank == 0:
-                    print(f"[kamado] {self.task.name}: signal received, checkpoint saved at step {self.step}", flush=True)
+                    print(f"[kamado] {self.task.name}: stopped ({stopped}) at step {self.step}; checkpoint saved", flush=True)
                 break
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
                 self.save()
         if not stopped:
             self.save()
-        val_loss = None if stopped else self.validate()
-        return LoopResult(self.step, first_loss, last_loss, val_loss, tokens_per_step * self.step, stopped)
+        final_val = None if stopped else self.validate()
+        if env.rank == 0:
+            if final_val is not None:
+                metrics.write({"step": self.step, "val_loss": round(final_val, 6), "val_ppl": round(math.exp(min(final_val, 50)), 3)})
+            metrics.close()
+            plot_loss_curve(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png", f"{self.task.name} loss")
+        return LoopResult(self.step, first_loss, last_loss, final_val, tokens_total, stopped, self.skipped.total)
 
 
 def _as_float(x) -> float | None:

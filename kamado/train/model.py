@@ -57,11 +57,31 @@ def llama_config(shape: Shape, vocab_size: int, bos_id: int, eos_id: int, pad_id
     )
 
 
-def build_model(config):
+def build_model(config, zero3_config: dict | None = None):
+    """A fresh model; under ZeRO-3 it is built partitioned (deepspeed.zero.Init) so no rank holds it whole."""
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(config)
-    return model.float()
+    if zero3_config is None:
+        return LlamaForCausalLM(config).float()
+    import deepspeed
+
+    with deepspeed.zero.Init(config_dict_or_path=zero3_config):
+        return LlamaForCausalLM(config).float()
+
+
+def resize_embeddings(model, vocab_size: int) -> int:
+    """Grow the input and output embeddings to an extended tokenizer's size; new rows are the mean of the old
+    ones (a neutral start that keeps the old ids' behaviour). Returns how many rows were added."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size < old:
+        raise ValueError(f"the tokenizer has {vocab_size} ids but the checkpoint {old}: an extended tokenizer must keep every old id")
+    if vocab_size == old:
+        return 0
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+    return vocab_size - old
 
 
 def load_model(path: Path):

@@ -60,6 +60,7 @@ def run_worker(stage: str, workdir: str, build: Callable) -> int:
 
     from kamado.tokenizer.export import load_hf
     from kamado.train.loop import STOPPED_EXIT_CODE, TrainLoop
+    from kamado.train.metrics import flops_per_token
     from kamado.train.model import count_parameters
 
     deepspeed.init_distributed(dist_backend=backend)
@@ -73,7 +74,11 @@ def run_worker(stage: str, workdir: str, build: Callable) -> int:
     if env.rank == 0:
         print(f"[kamado] {stage}: {n_params:,} parameters, world size {env.world_size} ({backend}), "
               f"ZeRO-{cfg.zero_stage}, {cfg.precision}", flush=True)
-    loop = TrainLoop(cfg, model, task, out_dir, env, device)
+    mc = model.config
+    flops = flops_per_token(n_params, mc.num_hidden_layers, mc.hidden_size, cfg.seq_len)
+    identity = {"model": {k: getattr(mc, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                                       "num_attention_heads", "num_key_value_heads")}}
+    loop = TrainLoop(cfg, model, task, out_dir, env, device, flops_per_token=flops, identity=identity)
     result = loop.run()
     if result.stopped:
         dist.destroy_process_group()
@@ -83,6 +88,7 @@ def run_worker(stage: str, workdir: str, build: Callable) -> int:
         summary = {
             "steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
             "val_loss": result.val_loss, "tokens_trained": result.tokens, "parameters": n_params,
+            "skipped_steps": result.skipped_steps, "flops_per_token": flops,
             "world_size": env.world_size, "zero_stage": cfg.zero_stage, "precision": cfg.precision,
             "seconds": round(time.time() - start, 1), **info,
         }
