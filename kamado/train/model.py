@@ -63,10 +63,14 @@ def build_model(config, zero3_config: dict | None = None):
 
     if zero3_config is None:
         return LlamaForCausalLM(config).float()
-    import deepspeed
+    # transformers builds under deepspeed.zero.Init itself (and gathers partitions where its weight init needs
+    # them, e.g. zeroing the padding row) while an HfDeepSpeedConfig for ZeRO-3 is alive.
+    from transformers.integrations import HfDeepSpeedConfig
 
-    with deepspeed.zero.Init(config_dict_or_path=zero3_config):
-        return LlamaForCausalLM(config).float()
+    keep_alive = HfDeepSpeedConfig(zero3_config)  # noqa: F841 - transformers holds a weak reference to it
+    model = LlamaForCausalLM._from_config(config, dtype=torch.float32)
+    model._kamado_ds_config = keep_alive
+    return model
 
 
 def resize_embeddings(model, vocab_size: int) -> int:

@@ -114,6 +114,11 @@ def export_final(loop, ws, stage: str, tokenizer, env) -> None:
             ids = tokenizer(text, return_tensors="pt")["input_ids"].to(loop.device)
             logits.append(module(input_ids=ids).logits.float().cpu())
     tag = (loop.ckpt_dir / "latest").read_text().strip()
+    # After training, models are built whole again: drop the ZeRO-3 switch transformers reads (else rank 0's
+    # from_config below would build under zero.Init, a collective the other ranks never join).
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
     if env.rank == 0:
         if loop.cfg.zero_stage == 0:
             state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
