@@ -148,6 +148,8 @@ class TrainLoop:
         t_last = time.time()
         while self.step < cfg.max_steps:
             step_loss, extra, n_tokens, finite = 0.0, {}, 0, True
+            # DeepSpeed skips an update whose gradients are non-finite ("OVERFLOW! Skipping step") and counts it
+            skipped_before = getattr(self.engine, "skipped_steps", 0)
             for micro in range(cfg.grad_accum):
                 idx = batch_indices(self.step, micro, cfg.grad_accum, env.rank, env.world_size, cfg.micro_batch_size)
                 batch = self._to_device(self.task.batch(idx))
@@ -162,6 +164,7 @@ class TrainLoop:
                 mask = batch.get("attention_mask")
                 n_tokens += int(mask.sum().item() if mask is not None else batch["input_ids"].numel())
             self.step += 1
+            finite = finite and getattr(self.engine, "skipped_steps", 0) == skipped_before
             self.skipped.record(finite)
             keys = sorted(extra)
             reduced = self._mean_across_ranks([step_loss, float(n_tokens), *[extra[k] for k in keys]])
@@ -196,7 +199,7 @@ class TrainLoop:
                 metrics.write(record)
                 if not finite or spike or val_loss is not None or self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     shown = " ".join(f"{k}={v:.4f}" for k, v in extra.items())
-                    note = " SKIPPED (non-finite loss)" if not finite else (" SPIKE" if spike else "")
+                    note = " SKIPPED (non-finite loss or gradients)" if not finite else (" SPIKE" if spike else "")
                     val = f" val {val_loss:.4f}" if val_loss is not None else ""
                     mfu = f" MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
                     print(f"[{self.task.name}] step {self.step}/{cfg.max_steps} loss {loss_all:.4f}{val} lr {record['lr']:.2e} "

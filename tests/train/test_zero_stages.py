@@ -81,3 +81,18 @@ def test_continued_pretraining_grows_embeddings_from_the_mean(prepared, tmp_path
     new_rows = grown.get_input_embeddings().weight[vocab - 100:]
     assert new_rows.shape[0] == 100
     assert (new_rows - old_mean).abs().max().item() < 0.05
+
+
+def test_nonfinite_steps_are_skipped_then_the_run_stops_with_a_checkpoint(prepared):
+    """An absurd learning rate without clipping blows the gradients up: every such step is skipped (no update),
+    counted, and after max_nonfinite_in_a_row the run saves a checkpoint and stops instead of training on."""
+    with pytest.raises(RuntimeError, match=r"stopped \(nonfinite\)"):
+        run_pretrain(prepared, "nonfinite", "pretrain.lr=1e6", "pretrain.grad_clip=0", "pretrain.max_nonfinite_in_a_row=3",
+                     "pretrain.max_steps=40")
+    ws = Workspace(tiny_recipe(prepared, workdir="nonfinite"))
+    rows = [json.loads(x) for x in (ws.stage_dir("pretrain") / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("skipped_nonfinite", False) for r in rows[-3:]] == [True, True, True]
+    stopped = json.loads((ws.stage_dir("pretrain") / "STOPPED.json").read_text())
+    assert stopped["reason"] == "nonfinite" and stopped["step"] == len(rows) < 40
+    assert (ws.stage_dir("pretrain") / "checkpoints" / f"step{stopped['step']:07d}").is_dir()
+    assert not (ws.stage_dir("pretrain") / "DONE.json").exists()
