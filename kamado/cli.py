@@ -10,10 +10,13 @@ from kamado.recipe import STAGES, RecipeError, check_inputs, load_recipe
 
 STAGE_HELP = {
     "corpus": "read, normalize, filter, mask PII and deduplicate raw Japanese text",
-    "tokenizer": "train a SentencePiece tokenizer, export it to HF, encode packed token shards",
+    "tokenizer": "train a SentencePiece tokenizer, export it to HF, encode packed token shards "
+                 "(`kamado tokenizer eval --tokenizer PATH... --text FILE...` compares tokenizers)",
     "pretrain": "pretrain a Llama-style model with DeepSpeed ZeRO",
-    "sft": "instruction fine-tuning (loss on responses only)",
-    "dpo": "preference optimisation (DPO) against a frozen reference",
+    "sft": "instruction fine-tuning: instruction or multi-turn `messages` records, loss on assistant tokens only",
+    "reward": "reward model: the LM with a scalar head, pairwise Bradley-Terry loss (optional stage)",
+    "dpo": "preference optimisation (DPO, IPO, label smoothing) against a frozen reference",
+    "ppo": "RLHF on sampled rollouts: PPO (value model, GAE, KL penalty) or GRPO (optional stage)",
     "release": "export a verified Hugging Face checkpoint with a model card",
 }
 
@@ -50,7 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("action", choices=("status", "cancel"))
     slurm.add_argument("recipe")
     slurm.add_argument("--workdir")
+    _eval_plan_args(sub)
     return parser
+
+
+def _eval_plan_args(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate a model: perplexity, JCommonsenseQA, JNLI, JSQuAD (+ contamination report)")
+    ev.add_argument("recipe", help="recipe YAML file (its eval section; its workdir for the corpus and held-back text)")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--workdir")
+    ev.add_argument("--model", help="HF model folder (default: the release, else the last training stage's hf/)")
+    ev.add_argument("--task", action="append", default=[], metavar="NAME=PATH",
+                    help="evaluate this task instead of eval.tasks (repeatable), e.g. jcommonsenseqa=valid.json")
+    ev.add_argument("--shots", type=int, default=0, help="few-shot examples for --task tasks (default 0)")
+    ev.add_argument("--limit", type=int, help="score only the first N items of each --task task")
+    ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
+    pl = sub.add_parser("plan", help="compute budget → Chinchilla-optimal parameters and tokens, closest preset")
+    pl.add_argument("--gpus", type=int, required=True)
+    pl.add_argument("--gpu", required=True, help="accelerator: h100, h200, a100, b200, l40s, v100, mi300x, ...")
+    pl.add_argument("--days", type=float, required=True)
+    pl.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    pl.add_argument("--recipe", help="recipe whose vocabulary, model and corpus (in its workdir) to check")
+    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def _load(args) -> object:
@@ -63,10 +88,19 @@ def _load(args) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["tokenizer", "eval"]:  # `kamado tokenizer eval ...` compares tokenizers; `kamado tokenizer RECIPE` runs the stage
+        from kamado.tokenizer.evaluate import main as tokenizer_eval
+
+        return tokenizer_eval(argv[2:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "show":
             return _show(_load(args))
+        if args.command == "plan":
+            return _plan(args)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "slurm":
             from kamado.slurm.executor import cancel, status
 
@@ -112,6 +146,58 @@ def _show(recipe) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from kamado.release.plan import format_plan, make_plan, plan_dict
+
+    recipe = load_recipe(args.recipe, args.overrides) if args.recipe else None
+    try:
+        plan = make_plan(args.gpus, args.gpu, args.days, args.mfu, recipe)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+    print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def _eval(args) -> int:
+    import os
+    from pathlib import Path
+
+    from kamado.recipe import EvalTaskConfig, check_eval_inputs
+    from kamado.release.contamination import contamination, corpus_texts, format_contamination, task_items
+    from kamado.release.eval import evaluate, format_table
+    from kamado.stage import Workspace
+
+    recipe = _load(args)
+    cfg = recipe.eval
+    if args.task:
+        cfg.tasks = []
+        for spec in args.task:
+            name, _, path = spec.partition("=")
+            cfg.tasks.append(EvalTaskConfig(name=name, path=os.path.abspath(path) if path else None, shots=args.shots, limit=args.limit))
+        from kamado.recipe import _check_release_eval
+
+        _check_release_eval(recipe, "--task")
+    check_eval_inputs(cfg, args.recipe)
+    ws = Workspace(recipe)
+    model = Path(args.model) if args.model else ws.stage_dir("release") / recipe.release.model_name
+    if not args.model and not (model / "config.json").is_file():
+        from kamado.release.stage import source_stage
+
+        model = ws.stage_dir(source_stage(recipe)) / "hf"
+    if not (model / "config.json").is_file():
+        raise RecipeError(f"--model: no HF model (config.json) in {model}")
+    out = Path(args.out) if args.out else ws.root / "eval"
+    results = evaluate(cfg, model, tokens_dir=ws.stage_dir("tokenizer") / "tokens", out_dir=out)
+    print(format_table(results))
+    items = task_items(cfg.tasks)
+    if items and (ws.stage_dir("corpus") / "data").is_dir():
+        report = contamination(items, corpus_texts(ws.stage_dir("corpus")), cfg.contamination_ngram)
+        (out / "contamination.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        print(format_contamination(report))
+    print(f"[kamado] results in {out}")
+    return 0
+
+
 def _print_release(recipe) -> None:
     """End of the demo: load the released model the way a user would (offline) and print a Japanese sample."""
     from kamado.stage import Workspace
@@ -120,7 +206,11 @@ def _print_release(recipe) -> None:
     verification = json.loads((ws.stage_dir("release") / "verification.json").read_text())
     out = ws.stage_dir("release") / recipe.release.model_name
     print(f"\n[kamado] released {out}")
-    print(f"[kamado] logits vs training model: max |diff| {verification['max_abs_logit_diff']:.3g}")
+    diff = verification.get("max_abs_logit_diff")
+    if diff is None:  # released from an earlier checkpoint: only the export itself could be compared
+        print(f"[kamado] logits vs consolidated checkpoint: max |diff| {verification['max_abs_logit_diff_vs_consolidated']:.3g}")
+    else:
+        print(f"[kamado] logits vs training model: max |diff| {diff:.3g}")
     for s in verification["samples"]:
         print(f"[kamado] 「{s['prompt']}」→「{s['completion']}」")
 

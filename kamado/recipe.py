@@ -17,8 +17,13 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-STAGES = ("corpus", "tokenizer", "pretrain", "sft", "dpo", "release")
-TRAINING_STAGES = ("pretrain", "sft", "dpo")
+STAGES = ("corpus", "tokenizer", "pretrain", "sft", "reward", "dpo", "ppo", "release")
+TRAINING_STAGES = ("pretrain", "sft", "reward", "dpo", "ppo")
+# Stages whose `hf/` is a policy (a causal LM) a later stage continues from or release publishes; the reward
+# model is a scalar-head model that PPO reads as its judge, never as its starting point.
+POLICY_STAGES = ("pretrain", "sft", "dpo", "ppo")
+# A recipe without `stages` runs these (reward and ppo are optional: listed explicitly when wanted).
+DEFAULT_STAGES = ("corpus", "tokenizer", "pretrain", "sft", "dpo", "release")
 
 
 class RecipeError(ValueError):
@@ -29,28 +34,92 @@ class RecipeError(ValueError):
 @dataclass
 class CorpusSource:
     name: str = MISSING
-    paths: list[str] = field(default_factory=list)  # files or globs, relative to the recipe file
+    paths: list[str] = field(default_factory=list)  # files, globs or folders, relative to the recipe file
     text_field: str = "text"
     id_field: str = "id"
+    url_field: str = "url"  # checked against the domain block list (WARC: the target URI)
+    format: str = "auto"  # auto (by extension) | jsonl (.gz/.zst) | parquet | hf (save_to_disk folder) | text | warc
+    html: str = "auto"  # auto (extract when the text is an HTML page) | always | never
+    # Per-source overrides of corpus.rules, e.g. {min_chars: 100} for short leads; keys are QualityRules fields.
+    rules: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class QualityRules:
-    """Thin Japanese rules; each is named in the report when it drops a document."""
+    """Named Japanese quality rules; each names itself in the report when it drops a document.
 
-    min_chars: int = 50
-    max_chars: int = 200_000
-    min_japanese_fraction: float = 0.5  # hiragana + katakana + kanji over non-space characters
-    min_hiragana_fraction: float = 0.1  # Swallow-style: real Japanese prose has particles in hiragana
+    Defaults are the Swallow corpus v1 thresholds (Okazaki et al. 2024) where Swallow has the rule; the
+    n-gram fractions are Gopher's (Rae et al. 2021) on characters, as Swallow applies them to Japanese.
+    A `max_*` fraction of 1.0 (or a `min_*` of 0) turns that rule off.
+    """
+
+    min_chars: int = 400  # Swallow
+    max_chars: int = 200_000  # ours: a memory and extraction-failure guard
+    min_japanese_fraction: float = 0.5  # Swallow: hiragana+katakana+kanji+、。 over non-space characters
+    min_hiragana_fraction: float = 0.2  # Swallow: hiragana over Japanese characters (particles, inflections)
+    max_katakana_fraction: float = 0.5  # Swallow: katakana over Japanese characters
+    min_avg_sentence_length: float = 20.0  # Swallow (sentences end in 。．！？!? or a line end)
+    max_avg_sentence_length: float = 90.0  # Swallow
+    max_sentence_length: int = 200  # Swallow
+    max_duplicate_line_fraction: float = 0.30  # Gopher/Swallow: repeated lines over lines
+    max_duplicate_paragraph_fraction: float = 0.30  # Gopher/Swallow: repeated paragraphs over paragraphs
+    max_duplicate_line_char_fraction: float = 0.20  # Gopher/Swallow: characters in repeated lines
+    max_duplicate_paragraph_char_fraction: float = 0.20
+    max_top_2gram_char_fraction: float = 0.20  # Swallow: occurrences of the most frequent char n-gram over all
+    max_top_3gram_char_fraction: float = 0.18
+    max_top_4gram_char_fraction: float = 0.16
+    max_duplicate_5gram_char_fraction: float = 0.15  # Swallow: distinct char n-grams seen twice or more over distinct
+    max_duplicate_6gram_char_fraction: float = 0.14
+    max_duplicate_7gram_char_fraction: float = 0.13
+    max_duplicate_8gram_char_fraction: float = 0.12
+    max_duplicate_9gram_char_fraction: float = 0.11
+    max_duplicate_10gram_char_fraction: float = 0.10
+    max_ellipsis_line_fraction: float = 0.2  # Swallow: sentences ending in … or ・
+    max_bullet_line_fraction: float = 0.9  # Gopher: lines starting with a bullet
+    max_ng_word_fraction: float = 0.03  # ours: NG-word characters (on word boundaries) over non-space characters
+    ng_word_files: list[str] = field(default_factory=list)  # empty: kamado's shipped lists (adult, hate)
+    blocked_domains: list[str] = field(default_factory=list)  # a host or any parent domain of it
+    blocked_domains_file: Optional[str] = None  # one domain per line
+    min_compression_ratio: float = 0.0  # zlib bytes / UTF-8 bytes; repetitive boilerplate compresses far below 0.3
+    quality_model: Optional[str] = None  # a model saved by `python -m kamado.corpus.quality_model train`
+    min_quality_score: float = 0.5  # the model's probability that a document reads like the reference text
+
+
+@dataclass
+class DedupConfig:
+    """Near-duplicate removal and decontamination (exact dedup is `corpus.exact_dedup`); see kamado/corpus/dedup.
+
+    Every check runs on the fingerprint text (ruby markup and whitespace removed), never on raw markup."""
+
+    near: bool = False  # MinHash-LSH on character n-grams (off: the corpus stage keeps its exact-only behaviour)
+    ngram: int = 5  # characters per shingle (llm-jp corpus v4); words would break Japanese (text-dedup #90)
+    num_perm: int = 200
+    bands: int = 20  # bands x rows <= num_perm; 20 x 10 puts the 50% collision point near Jaccard 0.74
+    rows: int = 10
+    seed: int = 42
+    verify_threshold: float = 0.8  # keep a candidate pair only if its estimated Jaccard reaches this; 0: keep all
+    containment: bool = True  # also remove a document found (almost) wholly inside a larger one (needs near)
+    containment_threshold: float = 0.9  # fraction of the small document's sampled shingles found in the large one
+    containment_scale: int = 32  # sample 1 shingle in `scale` (FracMinHash)
+    containment_min_samples: int = 16  # fewer samples (about scale x this characters): not checked
+    max_posting: int = 64  # a sampled shingle shared by more documents is boilerplate: skipped for containment
+    bucket_unit_docs: int = 4_000_000  # documents per buckets-phase unit: bounds its memory (~16 B x 3 per doc)
+    decontam_paths: list[str] = field(default_factory=list)  # evaluation sets (JSON/JSONL, .gz) to decontaminate against
+    decontam_ngram: int = 50  # characters of fingerprint text a document must share with an evaluation text
 
 
 @dataclass
 class CorpusConfig:
     sources: list[CorpusSource] = field(default_factory=list)
     nfkc: bool = True
+    ja_punctuation: bool = False  # unify ，． into 、。 (after NFKC: "," "." between Japanese characters)
+    neologdn: bool = False  # neologdn normalization (long-vowel marks, tilde/hyphen variants, spacing)
     rules: QualityRules = field(default_factory=QualityRules)
+    max_record_bytes: int = 10_000_000  # larger records are rejected (rejected:too_large), not read
+    dropped_samples: int = 3  # documents kept per drop reason (per shard) for inspection
     mask_pii: bool = True
-    exact_dedup: bool = True
+    exact_dedup: bool = True  # drop documents whose fingerprint text equals an earlier one's
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     num_shards: int = 2
     workers: int = 2
 
@@ -157,24 +226,87 @@ class PretrainConfig(TrainConfig):
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters (peft) instead of full fine-tuning; merged into plain weights in `<stage>/hf`."""
+
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
 class SFTConfig(TrainConfig):
-    data: list[str] = field(default_factory=list)  # JSONL files: instruction/input/output records
+    # JSONL files: instruction/input/output records, or `messages` lists (system?, user, assistant, ...)
+    data: list[str] = field(default_factory=list)
     lr: float = 1e-3
     max_steps: int = 40
     warmup_steps: int = 4
     seq_len: int = 256
     validation_fraction: float = 0.1
+    packing: bool = False  # several examples per row of seq_len tokens (attention stays within each example)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class RewardConfig(TrainConfig):
+    """Reward model: the policy LM with a scalar head, pairwise Bradley–Terry loss on prompt/chosen/rejected."""
+
+    data: list[str] = field(default_factory=list)  # JSONL files: prompt/chosen/rejected records
+    validation_fraction: float = 0.2  # pairs held back for the accuracy in reward/accuracy.json
+    lr: float = 1e-3
+    max_steps: int = 40
+    warmup_steps: int = 4
+    seq_len: int = 256
+    micro_batch_size: int = 4
 
 
 @dataclass
 class DPOConfig(TrainConfig):
     data: list[str] = field(default_factory=list)  # JSONL files: prompt/chosen/rejected records
     beta: float = 0.1
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo (Azar et al. 2023, on per-token mean log-probs)
+    label_smoothing: float = 0.0  # sigmoid only: conservative DPO, the assumed rate of flipped preference labels
     lr: float = 5e-4
     max_steps: int = 20
     warmup_steps: int = 2
     seq_len: int = 256
     micro_batch_size: int = 2
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+
+@dataclass
+class PPOConfig(TrainConfig):
+    """RLHF on rollouts: PPO (policy, value model, frozen reference, reward) or GRPO (group-relative, no value model).
+
+    micro_batch_size is prompts per rank per step; GRPO samples `group_size` responses for each."""
+
+    data: list[str] = field(default_factory=list)  # JSONL files: `prompt` (or `instruction`) per record
+    algorithm: str = "ppo"  # ppo | grpo
+    reward: str = "rule"  # rule (reward_suffix) | model (the reward stage's model; needs it in `stages`)
+    reward_suffix: str = "です。"  # rule: a response that ends in this scores 1, else 0
+    stop_text: str = "。"  # a response ends at the first token holding this (or at EOS); "" = EOS only
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    group_size: int = 4  # grpo
+    ppo_epochs: int = 2  # optimisation passes over each batch of rollouts
+    clip_range: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.5
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_coef: float = 0.05  # ppo: per-token KL penalty in the reward; grpo: KL term in the loss
+    adaptive_kl: bool = False  # Ziegler et al. 2019 controller towards target_kl
+    target_kl: float = 6.0
+    kl_horizon: int = 10000
+    whiten_rewards: bool = True  # scores normalised over the rollout batch (all ranks) before GAE
+    value_lr: Optional[float] = None  # None: lr
+    lr: float = 2e-4
+    max_steps: int = 30
+    warmup_steps: int = 0
+    seq_len: int = 256
+    micro_batch_size: int = 8
 
 
 # ---------------------------------------------------------------- release
@@ -241,12 +373,14 @@ class SlurmConfig:
 class Recipe:
     name: str = MISSING
     workdir: str = MISSING  # relative to the recipe file
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
@@ -326,17 +460,43 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
     recipe.workdir = _abs(base, recipe.workdir)
     for source in recipe.corpus.sources:
         source.paths = [_abs(base, p) for p in source.paths]
+        _resolve_rule_paths(source.rules, base)
+    recipe.corpus.dedup.decontam_paths = [_abs(base, p) for p in recipe.corpus.dedup.decontam_paths]
+    rules = recipe.corpus.rules
+    rules.ng_word_files = [_abs(base, p) for p in rules.ng_word_files]
+    rules.blocked_domains_file = _abs(base, rules.blocked_domains_file) if rules.blocked_domains_file else None
+    rules.quality_model = _abs(base, rules.quality_model) if rules.quality_model else None
     recipe.sft.data = [_abs(base, p) for p in recipe.sft.data]
     for source in recipe.pretrain.data:
         source.path = _abs(base, source.path)
     if recipe.pretrain.model.init_from:
         recipe.pretrain.model.init_from = _abs(base, recipe.pretrain.model.init_from)
     recipe.dpo.data = [_abs(base, p) for p in recipe.dpo.data]
+    recipe.reward.data = [_abs(base, p) for p in recipe.reward.data]
+    recipe.ppo.data = [_abs(base, p) for p in recipe.ppo.data]
     if recipe.tokenizer.extend_from:
         recipe.tokenizer.extend_from = _abs(base, recipe.tokenizer.extend_from)
     for task in recipe.eval.tasks:
         task.path = _abs(base, task.path) if task.path else None
         task.fewshot_path = _abs(base, task.fewshot_path) if task.fewshot_path else None
+
+
+def _resolve_rule_paths(rules: dict, base: Path) -> None:
+    """Paths inside a source's rule overrides are relative to the recipe file too."""
+    if isinstance(rules.get("ng_word_files"), list):
+        rules["ng_word_files"] = [_abs(base, p) for p in rules["ng_word_files"]]
+    for key in ("blocked_domains_file", "quality_model"):
+        if isinstance(rules.get(key), str):
+            rules[key] = _abs(base, rules[key])
+
+
+def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
+    """corpus.rules with corpus.sources[index].rules laid over it (typed: unknown keys and bad types fail)."""
+    overrides = corpus.sources[index].rules
+    if not overrides:
+        return corpus.rules
+    merged = OmegaConf.merge(OmegaConf.structured(corpus.rules), OmegaConf.create(dict(overrides)))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def _check_values(recipe: Recipe, where: str) -> None:
@@ -365,7 +525,41 @@ def _check_values(recipe: Recipe, where: str) -> None:
                 raise RecipeError(f"{where}: key '{stage}.{key}': must be at least 1")
     if recipe.corpus.num_shards < 1:
         raise RecipeError(f"{where}: key 'corpus.num_shards': must be at least 1")
+    dd = recipe.corpus.dedup
+    for key in ("ngram", "num_perm", "bands", "rows", "containment_scale", "bucket_unit_docs", "decontam_ngram"):
+        if getattr(dd, key) < 1:
+            raise RecipeError(f"{where}: key 'corpus.dedup.{key}': must be at least 1")
+    if dd.bands * dd.rows > dd.num_perm:
+        raise RecipeError(f"{where}: key 'corpus.dedup.bands': bands x rows ({dd.bands} x {dd.rows}) exceeds num_perm ({dd.num_perm})")
+    if dd.max_posting < 2:
+        raise RecipeError(f"{where}: key 'corpus.dedup.max_posting': must be at least 2")
+    for i, source in enumerate(recipe.corpus.sources):
+        if source.format not in ("auto", "jsonl", "parquet", "hf", "text", "warc"):
+            raise RecipeError(f"{where}: key 'corpus.sources[{i}].format': unknown format {source.format!r}")
+        if source.html not in ("auto", "always", "never"):
+            raise RecipeError(f"{where}: key 'corpus.sources[{i}].html': must be auto, always or never")
+        try:
+            source_rules(recipe.corpus, i)
+        except OmegaConfBaseException as exc:
+            raise RecipeError(f"{where}: key 'corpus.sources[{i}].rules': {_describe(exc)}") from exc
     _check_release_eval(recipe, where)
+    _check_finetune(recipe, where)
+
+
+def _check_finetune(recipe: Recipe, where: str) -> None:
+    if recipe.dpo.loss_type not in ("sigmoid", "ipo"):
+        raise RecipeError(f"{where}: key 'dpo.loss_type': must be sigmoid or ipo, not {recipe.dpo.loss_type!r}")
+    if not 0.0 <= recipe.dpo.label_smoothing < 0.5:
+        raise RecipeError(f"{where}: key 'dpo.label_smoothing': must be in [0, 0.5), not {recipe.dpo.label_smoothing}")
+    ppo = recipe.ppo
+    if ppo.algorithm not in ("ppo", "grpo"):
+        raise RecipeError(f"{where}: key 'ppo.algorithm': must be ppo or grpo, not {ppo.algorithm!r}")
+    if ppo.reward not in ("rule", "model"):
+        raise RecipeError(f"{where}: key 'ppo.reward': must be rule or model, not {ppo.reward!r}")
+    if ppo.reward == "model" and "ppo" in recipe.stages and "reward" not in recipe.stages:
+        raise RecipeError(f"{where}: key 'ppo.reward': 'model' needs the reward stage in 'stages'")
+    if ppo.algorithm == "grpo" and ppo.group_size < 2:
+        raise RecipeError(f"{where}: key 'ppo.group_size': GRPO needs at least 2 samples per prompt")
 
 
 EVAL_TASKS = ("perplexity", "jcommonsenseqa", "jnli", "jsquad")
@@ -391,12 +585,14 @@ def check_inputs(recipe: Recipe, stages: list[str], where: str = "recipe") -> No
     if "corpus" in stages:
         if not recipe.corpus.sources:
             raise RecipeError(f"{where}: key 'corpus.sources': no sources given")
+        from kamado.corpus.readers import has_a_record, source_files
+
         for i, source in enumerate(recipe.corpus.sources):
-            files = expand_paths(source.paths)
+            files = source_files(source.paths, source.format)
             if not files:
                 raise RecipeError(
                     f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): no file matches {source.paths}")
-            if not any(_has_a_record(f) for f in files):
+            if not any(has_a_record(f, source.format) for f in files):
                 raise RecipeError(
                     f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): empty corpus: {', '.join(files)} hold no record")
     if "pretrain" in stages:
@@ -408,7 +604,7 @@ def check_inputs(recipe: Recipe, stages: list[str], where: str = "recipe") -> No
         init = recipe.pretrain.model.init_from
         if init and not os.path.isfile(os.path.join(init, "config.json")):
             raise RecipeError(f"{where}: key 'pretrain.model.init_from': no HF checkpoint (config.json) in {init}")
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "reward", "dpo", "ppo"):
         if stage in stages:
             cfg = getattr(recipe, stage)
             if not cfg.data:

@@ -50,8 +50,10 @@ class Workspace:
     def model_source(self, stage: str) -> Path:
         """The HF folder of the last training stage before `stage` (what it continues from)."""
         stages = self.recipe.stages
+        from kamado.recipe import POLICY_STAGES  # not the reward stage: its scalar-head model is no policy
+
         for prev in reversed(stages[: stages.index(stage)]):
-            if prev in ("pretrain", "sft", "dpo"):
+            if prev in POLICY_STAGES:
                 return self.stage_dir(prev) / "hf"
         raise RuntimeError(f"stage {stage} needs a trained model, but no training stage comes before it")
 
@@ -151,7 +153,7 @@ def stage_runner(stage: str) -> Callable[[Recipe, Workspace], StageResult]:
         from kamado.corpus.stage import run
     elif stage == "tokenizer":
         from kamado.tokenizer.stage import run
-    elif stage in ("pretrain", "sft", "dpo"):
+    elif stage in ("pretrain", "sft", "reward", "dpo", "ppo"):
         from kamado.train.launch import run_training_stage
 
         return lambda recipe, ws: run_training_stage(recipe, ws, stage)

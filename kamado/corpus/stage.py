@@ -1,10 +1,12 @@
-"""The corpus stage: sharded filtering, then a global exact-dedup pass, then the report.
+"""The corpus stage: sharded filtering, then global dedup (sharded phases), then the report.
 
 Phase 1 (`run_shard`, one per shard, in a process pool or a Slurm array task): read the shard's records,
 normalize, apply the quality rules, mask personal information, hash the normalized text; write
 `work/filtered-SSSSS.jsonl.gz` and a per-shard done-marker, so a rerun does only the missing shards.
-Phase 2 (`finish`): keep the first document of each text hash (in input order), write
-`data/shard-SSSSS.jsonl.gz`, `report.json` and `summary.txt`. Invariant: docs in = kept + Σ dropped.
+Phase 2 (`finish`): kamado.corpus.dedup's phases (signatures → buckets → verify → clusters → apply, each
+sharded) keep the first document of each exact/near-duplicate cluster (in input order) and write
+`data/shard-SSSSS.jsonl.gz`; then `report.json`, `duplicates.json` and `summary.txt`.
+Invariant: docs in = kept + Σ dropped.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from kamado.corpus import dedup
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
-from kamado.corpus.readers import read_jsonl
-from kamado.recipe import Recipe, expand_paths
+from kamado.corpus.readers import Rejected, iter_source_file, source_files
+from kamado.corpus.report import ShardStats, add_cleaning_report
+from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
 
@@ -36,50 +40,67 @@ def _shard_name(shard: int) -> str:
 
 
 def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dict:
-    """Filter one shard: records whose running index (over all sources, in order) ≡ shard mod num_shards."""
+    """Filter one shard: records whose running index (over all sources, in order) ≡ shard mod num_shards.
+
+    Every record read ends up kept, dropped by a named rule, or rejected (bad input, written with its file and
+    line to `work/rejects-SSSSS.jsonl`); the shard's report (`work/report-SSSSS.json`, also its done-marker)
+    holds the counts, and read = kept + Σ dropped + Σ rejected is asserted before it is written."""
     cfg = recipe.corpus
     work = _work(ws)
     work.mkdir(parents=True, exist_ok=True)
-    done_path = work / f"filtered-{_shard_name(shard)}.done.json"
+    name = _shard_name(shard)
+    done_path = work / f"filtered-{name}.done.json"
     if done_path.is_file():
         return json.loads(done_path.read_text())
-    filters = build_filters(cfg.rules)
-    stats = {"docs_in": 0, "chars_in": 0, "kept": 0, "chars_kept": 0, "dropped": Counter(), "pii_masked": Counter(), "per_source": {}}
-    out_path = work / f"filtered-{_shard_name(shard)}.jsonl.gz"
+    # one rule chain per distinct rule set: sources may override corpus.rules (corpus.sources[i].rules)
+    chains = [build_filters(source_rules(cfg, i)) for i in range(len(cfg.sources))]
+    stats = ShardStats(cfg.dropped_samples)
+    out_path = work / f"filtered-{name}.jsonl.gz"
     tmp_path = out_path.with_name(out_path.name + ".tmp")
+    rejects_path = work / f"rejects-{name}.jsonl"
+    rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
     index = -1
-    with gzip.open(tmp_path, "wt", encoding="utf-8") as out:
+    with gzip.open(tmp_path, "wt", encoding="utf-8") as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
         for source_idx, source in enumerate(cfg.sources):
-            per_source = stats["per_source"].setdefault(source.name, {"docs_in": 0, "kept": 0})
-            for file_idx, path in enumerate(expand_paths(source.paths)):
-                for loc, doc in read_jsonl(path, source.text_field, source.id_field, source.name):
+            stats.source(source.name)
+            filters = chains[source_idx]
+            for file_idx, path in enumerate(source_files(source.paths, source.format)):
+                records = iter_source_file(path, source.format, source.text_field, source.id_field, source.name,
+                                           source.url_field, source.html, cfg.max_record_bytes)
+                for loc, doc in records:
                     index += 1
                     if index % num_shards != shard:
                         continue
-                    stats["docs_in"] += 1
-                    stats["chars_in"] += len(doc["text"])
-                    per_source["docs_in"] += 1
-                    doc["text"] = normalize(doc["text"], cfg.nfkc)
+                    where = f"{loc.path}:{loc.line}"
+                    if isinstance(doc, Rejected):
+                        stats.read(source.name, 0)
+                        stats.drop(source.name, f"rejected:{doc.reason}", None, 0, where)
+                        rejects.write(json.dumps({"file": loc.path, "line": loc.line, "source": source.name,
+                                                  "reason": doc.reason, "detail": doc.detail}, ensure_ascii=False) + "\n")
+                        continue
+                    stats.read(source.name, len(doc["text"]))
+                    doc["text"] = normalize(doc["text"], cfg.nfkc, cfg.ja_punctuation, cfg.neologdn)
                     reason = apply_filters(filters, doc)
+                    if "quality_score" in doc["meta"]:
+                        stats.score(doc["meta"]["quality_score"])
                     if reason:
-                        stats["dropped"][reason] += 1
+                        stats.drop(source.name, reason, doc, len(doc["text"]), where)
                         continue
                     if cfg.mask_pii:
                         doc["text"], masked = mask_pii(doc["text"])
-                        stats["pii_masked"].update(masked)
+                        stats.pii.update(masked)
                         if masked:
                             doc["meta"]["pii_masked"] = masked
                     doc["meta"]["order"] = [source_idx, file_idx, loc.line]
                     doc["meta"]["text_hash"] = hashlib.sha1(doc["text"].encode("utf-8")).hexdigest()
                     out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    stats["kept"] += 1
-                    stats["chars_kept"] += len(doc["text"])
-                    per_source["kept"] += 1
+                    stats.keep(source.name, len(doc["text"]))
     os.replace(tmp_path, out_path)
-    stats["dropped"] = dict(stats["dropped"])
-    stats["pii_masked"] = dict(stats["pii_masked"])
-    write_json_atomic(done_path, stats)
-    return stats
+    os.replace(rejects_tmp, rejects_path)
+    report = stats.as_dict()  # asserts read = kept + Σ dropped + Σ rejected for this shard
+    write_json_atomic(work / f"report-{name}.json", report)
+    write_json_atomic(done_path, report)  # last: the shard counts as done only once everything is written
+    return report
 
 
 def _read_gz_jsonl(path: Path):
@@ -89,7 +110,7 @@ def _read_gz_jsonl(path: Path):
 
 
 def finish(recipe: Recipe, ws: Workspace, num_shards: int) -> StageResult:
-    """Global exact dedup over all filtered shards, final shards, report."""
+    """Global dedup over all filtered shards (kamado.corpus.dedup's sharded phases), final shards, report."""
     cfg = recipe.corpus
     folder = ws.stage_dir("corpus")
     work = _work(ws)
@@ -100,39 +121,20 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int) -> StageResult:
             raise RuntimeError(f"corpus shard {shard} of {num_shards} is not done ({done} missing)")
         shard_stats.append(json.loads(done.read_text()))
 
-    # Exact dedup: the first document of each hash in input order wins, wherever its shard is.
-    first_of: dict[str, tuple] = {}
-    if cfg.exact_dedup:
-        for shard in range(num_shards):
-            for doc in _read_gz_jsonl(work / f"filtered-{_shard_name(shard)}.jsonl.gz"):
-                key, order = doc["meta"]["text_hash"], tuple(doc["meta"]["order"])
-                if key not in first_of or order < first_of[key][0]:
-                    first_of[key] = (order, doc["id"])
-
+    # Exact, near and contained duplicates, contamination: each cluster keeps its first document in input order.
+    dedup_phases = dedup.run_local(recipe, ws, max(1, min(cfg.workers, num_shards)))
     dropped: Counter = Counter()
     for s in shard_stats:
         dropped.update(s["dropped"])
-    data = folder / "data"
-    data.mkdir(exist_ok=True)
     kept = chars_out = 0
     duplicates: list[dict] = []
     kept_per_source: Counter = Counter()
-    for shard in range(num_shards):
-        out_path = data / f"shard-{_shard_name(shard)}.jsonl.gz"
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8") as out:
-            for doc in _read_gz_jsonl(work / f"filtered-{_shard_name(shard)}.jsonl.gz"):
-                if cfg.exact_dedup:
-                    order, winner = first_of[doc["meta"]["text_hash"]]
-                    if tuple(doc["meta"]["order"]) != order:
-                        dropped["exact_duplicate"] += 1
-                        duplicates.append({"id": doc["id"], "duplicate_of": winner})
-                        continue
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                kept += 1
-                chars_out += len(doc["text"])
-                kept_per_source[doc["meta"]["source"]] += 1
-        os.replace(tmp, out_path)
+    for applied in dedup.apply_results(ws, num_shards):
+        kept += applied.stats["kept"]
+        chars_out += applied.stats["chars_out"]
+        dropped.update(applied.stats["dropped"])
+        kept_per_source.update(applied.stats["kept_per_source"])
+        duplicates.extend(applied.json("duplicates"))
 
     docs_in = sum(s["docs_in"] for s in shard_stats)
     if docs_in == 0:
@@ -161,14 +163,37 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int) -> StageResult:
         "sources": [{"name": s.name, "paths": s.paths} for s in cfg.sources],
         "num_shards": num_shards,
     }
+    report["dedup"] = _dedup_report(recipe, ws, dropped, dedup_phases)
+    add_cleaning_report(report, shard_stats, folder, cfg.dropped_samples)  # drops.txt/.png, samples, rejected
     assert report["docs_in"] == report["docs_kept"] + report["docs_dropped"], report  # the corpus invariant
     write_json_atomic(folder / "report.json", report)
     write_json_atomic(folder / "duplicates.json", duplicates)
-    (folder / "summary.txt").write_text(_summary(report), encoding="utf-8")
+    (folder / "summary.txt").write_text(_summary(report) + _dedup_summary(report["dedup"]), encoding="utf-8")
     return StageResult(
         counts={"docs_in": docs_in, "docs_kept": kept, "docs_dropped": report["docs_dropped"], "chars_out": chars_out},
         outputs=["data", "report.json", "summary.txt", "duplicates.json"],
     )
+
+
+def _dedup_report(recipe: Recipe, ws: Workspace, dropped: Counter, phases: dict) -> dict:
+    """What dedup removed, the cluster sizes, each phase's tasks and time, the settings it ran with."""
+    return {
+        "exact_removed": dropped.get("exact_duplicate", 0),
+        "near_removed": dropped.get("near_duplicate", 0),
+        "contained_removed": dropped.get("contained_duplicate", 0),
+        "contaminated": dropped.get("contaminated", 0),
+        **dedup.clusters_summary(ws),
+        "phases": phases,
+        "settings": {"exact_dedup": recipe.corpus.exact_dedup, **to_dict(recipe.corpus.dedup)},
+    }
+
+
+def _dedup_summary(d: dict) -> str:
+    lines = [f"dedup: {d['exact_removed']:,} exact, {d['near_removed']:,} near, {d['contained_removed']:,} contained "
+             f"removed; {d['contaminated']:,} contaminated; {d['clusters']:,} clusters (largest {d['largest_cluster']:,})"]
+    for name, p in d["phases"].items():
+        lines.append(f"  {name:<12}{p['tasks']:>5} task(s) {p['seconds']:>8.1f}s")
+    return "\n".join(lines) + "\n"
 
 
 def _summary(report: dict) -> str:

@@ -1,5 +1,16 @@
 """Instruction and preference records: reading with clear errors, the Japanese prompt template, and
-tokenization with the loss mask (prompt tokens are never scored)."""
+tokenization with the loss mask (only assistant tokens are scored).
+
+Records are instruction/input/output (dolly-ja / Alpaca style) or `messages` lists (system?, user, assistant,
+user, assistant, ...). Both become messages and are rendered with the chat template the tokenizer stage stores
+with the tokenizer (kamado/tokenizer/chat_template.py `alpaca_ja`; `render_segments` mirrors it and a test
+checks they give the same text and the same ids).
+
+Tokenization is per segment (template text, assistant text, BOS/EOS ids), never of the whole rendered string,
+so the scored tokens are exactly what the model emits after the generation prompt at inference time: the
+SentencePiece "in and out of context" trap (TRL #598) cannot shift the mask. With the tokenizer's "\n" piece
+split out first, the segment ids equal the whole-text ids too (tested).
+"""
 
 from __future__ import annotations
 
@@ -34,12 +45,13 @@ class Rejected:
     """Records not used, by reason: counted and reported, never silently lost."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0  # used, but cut to the sequence length (kept records, so not in `counts`)
 
     def add(self, reason: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
-def read_records(paths: list[str], required: tuple[str, ...]) -> list[tuple[str, int, dict]]:
+def read_records(paths: list[str], required: tuple[str, ...] = ()) -> list[tuple[str, int, dict]]:
     out = []
     for path in paths:
         with open_text(path) as fh:
@@ -50,6 +62,8 @@ def read_records(paths: list[str], required: tuple[str, ...]) -> list[tuple[str,
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise BadRecord(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise BadRecord(f"{path}:{line_no}: not a JSON object")
                 for key in required:
                     if not isinstance(rec.get(key), str):
                         raise BadRecord(f"{path}:{line_no}: field '{key}' missing or not a string")
@@ -93,4 +107,127 @@ def is_held_back(i: int, fraction: float) -> bool:
 
 def write_rejections(path: Path, rejected: Rejected, used: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"used": used, "rejected": rejected.counts}, ensure_ascii=False, indent=2))
+    report = {"used": used, "rejected": rejected.counts, "truncated": rejected.truncated}
+    path.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+
+
+# ------------------------------------------------------------------ conversations
+DEFAULT_SYSTEM = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。"
+DEFAULT_SYSTEM_WITH_INPUT = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。"
+USER_HEADER, INPUT_HEADER, ASSISTANT_HEADER = "\n\n### 指示:\n", "\n\n### 入力:\n", "\n\n### 応答:\n"
+BOS, EOS = object(), object()  # markers for the special-token ids in a segment list
+
+
+def record_messages(rec: dict, where: str) -> list[dict]:
+    """A record as a conversation: `messages` as given (checked), or instruction/input/output as one exchange.
+    Structural errors raise BadRecord naming `where` (file:line) and the field."""
+    if "messages" in rec:
+        msgs = rec["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise BadRecord(f"{where}: field 'messages' must be a non-empty list")
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise BadRecord(f"{where}: field 'messages[{j}]' needs string 'role' and 'content'")
+        body = msgs[1:] if msgs[0]["role"] == "system" else msgs
+        for j, m in enumerate(body):
+            want = "user" if j % 2 == 0 else "assistant"
+            if m["role"] != want:
+                k = j + (len(msgs) - len(body))
+                raise BadRecord(f"{where}: field 'messages[{k}].role' is {m['role']!r}, expected {want!r} "
+                                "(an optional system message, then user and assistant turns in turn)")
+        return msgs
+    for key in ("instruction", "output"):
+        if not isinstance(rec.get(key), str):
+            raise BadRecord(f"{where}: field '{key}' missing or not a string")
+    if rec.get("input") is not None and not isinstance(rec["input"], str):
+        raise BadRecord(f"{where}: field 'input' must be a string")
+    user = {"role": "user", "content": rec["instruction"]}
+    if (rec.get("input") or "").strip():
+        user["input"] = rec["input"]
+    return [user, {"role": "assistant", "content": rec["output"]}]
+
+
+def render_segments(messages: list[dict]) -> list[tuple[object, bool]]:
+    """The `alpaca_ja` chat template as (text | BOS | EOS, scored) segments; scored = assistant content + EOS."""
+    system, body = "", messages
+    if messages and messages[0]["role"] == "system":
+        system, body = messages[0]["content"], messages[1:]
+    if not system:
+        system = DEFAULT_SYSTEM_WITH_INPUT if body and body[0].get("input") else DEFAULT_SYSTEM
+    segs: list[tuple[object, bool]] = [(BOS, False), (system, False)]
+    for m in body:
+        if m["role"] == "user":
+            segs.append((USER_HEADER + m["content"], False))
+            if m.get("input"):
+                segs.append((INPUT_HEADER + m["input"], False))
+        else:
+            segs += [(ASSISTANT_HEADER, False), (m["content"], True), (EOS, True)]
+    merged: list[tuple[object, bool]] = []  # adjacent unscored text is one prompt string, as at inference time
+    for seg, scored in segs:
+        if merged and isinstance(seg, str) and isinstance(merged[-1][0], str) and not scored and not merged[-1][1]:
+            merged[-1] = (merged[-1][0] + seg, False)
+        else:
+            merged.append((seg, scored))
+    return merged
+
+
+def rendered_text(messages: list[dict], bos_token: str, eos_token: str) -> str:
+    return "".join(bos_token if s is BOS else eos_token if s is EOS else s for s, _ in render_segments(messages))
+
+
+def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int], list[int], bool] | None:
+    """[bos] system (user assistant)+ → (input_ids, labels, truncated), labels shifted for next-token loss and -100
+    except where the target is an assistant token (its EOS included). Truncation rule: keep the first max_len+1
+    tokens (later turns are cut); None when no assistant token is left within them."""
+    ids: list[int] = []
+    scored: list[bool] = []
+    for seg, is_scored in render_segments(messages):
+        if seg is BOS:
+            piece = [tokenizer.bos_token_id]
+        elif seg is EOS:
+            piece = [tokenizer.eos_token_id]
+        else:
+            piece = tokenizer(seg, add_special_tokens=False)["input_ids"]
+        ids += piece
+        scored += [is_scored] * len(piece)
+    truncated = len(ids) > max_len + 1
+    ids, scored = ids[: max_len + 1], scored[: max_len + 1]
+    if not any(scored[1:]):
+        return None
+    return ids[:-1], [t if s else -100 for t, s in zip(ids[1:], scored[1:])], truncated
+
+
+# ------------------------------------------------------------------ packing
+def pack_rows(rows: list[tuple[list[int], list[int]]], seq_len: int) -> list[list[tuple[list[int], list[int]]]]:
+    """Greedy in-order packing: examples are appended to the current row while they fit in seq_len tokens.
+    Deterministic (the order is the file's), so a resumed run packs identically."""
+    packs: list[list[tuple[list[int], list[int]]]] = []
+    used = seq_len + 1
+    for row in rows:
+        if used + len(row[0]) > seq_len:
+            packs.append([])
+            used = 0
+        packs[-1].append(row)
+        used += len(row[0])
+    return packs
+
+
+def packed_batch(packs: list[list[tuple[list[int], list[int]]]], pad_id: int) -> dict:
+    """Packed rows with position ids restarting at 0 per example and no attention mask: transformers then builds a
+    block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices), so examples
+    in one row never attend to each other. `attention_mask` is kept only to count real tokens (the loss pops it)."""
+    width = max(sum(len(x) for x, _ in p) for p in packs)
+    ids = torch.full((len(packs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(packs), width), -100, dtype=torch.long)
+    pos = torch.zeros((len(packs), width), dtype=torch.long)
+    real = torch.zeros((len(packs), width), dtype=torch.long)
+    for i, pack in enumerate(packs):
+        at = 0
+        for x, y in pack:
+            n = len(x)
+            ids[i, at : at + n], labels[i, at : at + n] = torch.tensor(x), torch.tensor(y)
+            pos[i, at : at + n] = torch.arange(n)
+            real[i, at : at + n] = 1
+            at += n
+        pos[i, at:] = torch.arange(width - at)  # padding: one more "example", never scored
+    return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": real, "packed": torch.tensor(1)}

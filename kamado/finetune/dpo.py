@@ -1,7 +1,9 @@
-"""DPO (Rafailov et al. 2023): sigmoid loss on the policy/reference log-ratio margin of chosen over rejected.
+"""DPO (Rafailov et al. 2023): sigmoid loss on the policy/reference log-ratio margin of chosen over rejected;
+options: IPO (Azar et al. 2023) and label smoothing (conservative DPO, Mitchell 2023), as TRL defines them.
 
 Reference log-probs are computed once, in a pass before training, from the starting model: no second model
-lives beside the policy, and the same pass works under ZeRO-3.
+lives beside the policy, and the same pass works under ZeRO-3 (the model is still whole on every rank then,
+TRL #2985). The pass is split across ranks (pair i on rank i mod world) and all-gathered.
 """
 
 from __future__ import annotations
@@ -9,33 +11,50 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kamado.finetune.data import Rejected, encode_example, format_prompt, pad_batch, read_records, write_rejections
+from kamado.finetune.data import Rejected, encode_conversation, pad_batch, read_records, write_rejections
+from kamado.finetune.lora import maybe_apply_lora
+from kamado.finetune.worker import finetune_main
 from kamado.train.data import SampleOrder
 from kamado.train.model import load_model
-from kamado.train.worker import worker_main
+
+LOSS_TYPES = ("sigmoid", "ipo")
 
 
-def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """Sum of log-probs of the scored (response) tokens of each row."""
+def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
+    """Sum (or, with `average`, per-token mean) of log-probs of the scored (response) tokens of each row."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
     labels = batch["labels"]
     mask = labels != -100
     logp = torch.gather(logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * mask).sum(-1)
+    total = (logp * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if average else total
 
 
-def dpo_loss(pol_c, pol_r, ref_c, ref_r, beta: float):
-    """Returns (loss, chosen_rewards, rejected_rewards) for tensors of per-pair log-probs."""
+def dpo_loss(pol_c, pol_r, ref_c, ref_r, beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0):
+    """Returns (loss, chosen_rewards, rejected_rewards) for tensors of per-pair log-probs.
+
+    h = (pol_c - ref_c) - (pol_r - ref_r);
+    sigmoid: -(1-ε)·log σ(βh) - ε·log σ(-βh)   (ε = label_smoothing; ε=0 is plain DPO)
+    ipo:     (h - 1/(2β))²                      (log-probs are per-token means for IPO, as in TRL)"""
     chosen = beta * (pol_c - ref_c)
     rejected = beta * (pol_r - ref_r)
-    return -F.logsigmoid(chosen - rejected).mean(), chosen.detach(), rejected.detach()
+    h = (pol_c - ref_c) - (pol_r - ref_r)
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"dpo.loss_type: unknown loss {loss_type!r} (known: {', '.join(LOSS_TYPES)})")
+    return losses.mean(), chosen.detach(), rejected.detach()
 
 
 class DPOTask:
     name = "dpo"
 
-    def __init__(self, pairs, ref_logps: torch.Tensor, pad_id: int, beta: float, seed: int):
+    def __init__(self, pairs, ref_logps: torch.Tensor, pad_id: int, beta: float, seed: int,
+                 loss_type: str = "sigmoid", label_smoothing: float = 0.0):
         self.pairs, self.ref, self.pad_id, self.beta = pairs, ref_logps, pad_id, beta
+        self.loss_type, self.label_smoothing = loss_type, label_smoothing
         self.order = SampleOrder(len(pairs), seed)
 
     def _rows(self, idx: list[int]) -> dict:
@@ -53,45 +72,78 @@ class DPOTask:
 
     def loss(self, model, batch: dict):
         n = batch["pair_index"].numel()
-        logps = sequence_logps(model, batch)
+        logps = sequence_logps(model, batch, average=self.loss_type == "ipo")
         ref = self.ref[batch["pair_index"].cpu()].to(logps.device)
-        loss, rc, rr = dpo_loss(logps[:n], logps[n:], ref[:, 0], ref[:, 1], self.beta)
+        loss, rc, rr = dpo_loss(logps[:n], logps[n:], ref[:, 0], ref[:, 1], self.beta, self.loss_type, self.label_smoothing)
         return loss, {"reward_chosen": rc.mean().item(), "reward_rejected": rr.mean().item(),
-                      "reward_margin": (rc - rr).mean().item(), "reward_accuracy": (rc > rr).float().mean().item()}
+                      "reward_margin": (rc - rr).mean().item(), "reward_accuracy": (rc > rr).float().mean().item(),
+                      "logp_margin": (logps[:n] - logps[n:]).detach().mean().item()}
 
 
-def load_pairs(paths: list[str], tokenizer, seq_len: int):
+def load_pairs(paths: list[str], tokenizer, seq_len: int, with_lines: bool = False):
+    """(chosen row, rejected row) per usable record; both rendered with the chat template (one user turn), so a
+    DPO or reward model sees exactly the SFT format. `with_lines`: also return each pair's (file, line)."""
     rejected = Rejected()
-    pairs = []
-    for _, _, rec in read_records(paths, ("prompt", "chosen", "rejected")):
+    pairs, where = [], []
+    for path, line_no, rec in read_records(paths, ("prompt", "chosen", "rejected")):
         if rec["chosen"].strip() == rec["rejected"].strip():
             rejected.add("chosen_equals_rejected")
             continue
         if not rec["chosen"].strip() or not rec["rejected"].strip():
             rejected.add("empty_response")
             continue
-        prompt = format_prompt(rec["prompt"])
-        c = encode_example(tokenizer, prompt, rec["chosen"], seq_len)
-        r = encode_example(tokenizer, prompt, rec["rejected"], seq_len)
+        user = {"role": "user", "content": rec["prompt"]}
+        c = encode_conversation(tokenizer, [user, {"role": "assistant", "content": rec["chosen"]}], seq_len)
+        r = encode_conversation(tokenizer, [user, {"role": "assistant", "content": rec["rejected"]}], seq_len)
         if c is None or r is None:
             rejected.add("prompt_longer_than_seq_len")
             continue
-        pairs.append((c, r))
-    return pairs, rejected
+        rejected.truncated += c[2] or r[2]
+        pairs.append((c[:2], r[:2]))
+        where.append((path, line_no))
+    return (pairs, rejected, where) if with_lines else (pairs, rejected)
 
 
 @torch.no_grad()
-def reference_logps(model, pairs, pad_id: int, device, batch_size: int = 8) -> torch.Tensor:
+def reference_logps_shard(model, pairs, pad_id: int, device, rank: int = 0, world: int = 1, batch_size: int = 8,
+                          average: bool = False) -> torch.Tensor:
+    """(chosen, rejected) log-probs of pairs rank, rank+world, rank+2·world, ... (this rank's share)."""
+    mine = pairs[rank::world]
     model.eval()
-    out = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    out = [torch.zeros((0, 2))]
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
         batch = pad_batch([c for c, _ in chunk] + [r for _, r in chunk], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        lp = sequence_logps(model, batch).cpu()
+        lp = sequence_logps(model, batch, average).cpu()
         out.append(torch.stack([lp[: len(chunk)], lp[len(chunk) :]], dim=1))
     model.train()
     return torch.cat(out)
+
+
+def interleave_shards(shards: list[torch.Tensor], n: int) -> torch.Tensor:
+    """Inverse of the rank::world split: shard r row j is pair r + j·world."""
+    out = torch.empty((n, 2))
+    for r, shard in enumerate(shards):
+        out[r::len(shards)] = shard[: len(range(r, n, len(shards)))]
+    return out
+
+
+def reference_logps(model, pairs, pad_id: int, device, batch_size: int = 8, average: bool = False) -> torch.Tensor:
+    """Every pair's reference log-probs on every rank: each rank computes its share, then one all_gather."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+    shard = reference_logps_shard(model, pairs, pad_id, device, rank, world, batch_size, average)
+    if world == 1:
+        return shard
+    width = -(-len(pairs) // world)  # all_gather needs equal sizes: pad every share to the largest
+    padded = torch.zeros((width, 2), dtype=torch.float32, device=device)
+    padded[: len(shard)] = shard.to(device)
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return interleave_shards([g.cpu() for g in gathered], len(pairs))
 
 
 def build(ws, cfg, tokenizer, device):
@@ -100,11 +152,16 @@ def build(ws, cfg, tokenizer, device):
         raise ValueError(f"dpo: no usable preference pairs in {cfg.data} (rejected: {rejected.counts})")
     write_rejections(ws.stage_dir("dpo") / "data_report.json", rejected, len(pairs))
     model = load_model(ws.model_source("dpo")).to(device)
-    ref = reference_logps(model, pairs, tokenizer.pad_token_id, device)
-    return model, DPOTask(pairs, ref, tokenizer.pad_token_id, cfg.beta, cfg.seed), {"pairs": len(pairs), "rejected": rejected.counts}
+    ref = reference_logps(model, pairs, tokenizer.pad_token_id, device, average=cfg.loss_type == "ipo")
+    model, lora_info = maybe_apply_lora(model, cfg.lora)  # after the reference pass: it needs the plain model only
+    model = model.to(device)
+    task = DPOTask(pairs, ref, tokenizer.pad_token_id, cfg.beta, cfg.seed, cfg.loss_type, cfg.label_smoothing)
+    info = {"pairs": len(pairs), "rejected": rejected.counts, "truncated": rejected.truncated,
+            "loss_type": cfg.loss_type, "label_smoothing": cfg.label_smoothing, **lora_info}
+    return model, task, info
 
 
-main = worker_main("dpo", build)
+main = finetune_main("dpo", build)
 
 if __name__ == "__main__":
     raise SystemExit(main())

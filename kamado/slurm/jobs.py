@@ -39,15 +39,12 @@ def single_stage(recipe: Recipe, stage: str) -> str:
 
 
 def _build_function(stage: str):
-    if stage == "pretrain":
-        from kamado.train.pretrain import build
-    elif stage == "sft":
-        from kamado.finetune.sft import build
-    elif stage == "dpo":
-        from kamado.finetune.dpo import build
-    else:
-        raise KeyError(stage)
-    return build
+    """The stage's `build(ws, cfg, tokenizer, device)`, from the module torchrun would start locally."""
+    import importlib
+
+    from kamado.train.worker import STAGE_MODULES
+
+    return importlib.import_module(STAGE_MODULES[stage]).build
 
 
 def _train(stage: str, workdir: str) -> None:
@@ -55,8 +52,9 @@ def _train(stage: str, workdir: str) -> None:
 
     code = run_worker(stage, workdir, _build_function(stage))
     if code != 0:
-        # STOPPED_EXIT_CODE: checkpointed on SIGUSR1/SIGTERM. Requeue hook: a submitit Checkpointable around
-        # train_rank (or `scontrol requeue $SLURM_JOB_ID` here) would resume from that checkpoint.
+        # STOPPED_EXIT_CODE (and <stage>/STOPPED.json): checkpointed on SIGUSR1/SIGTERM. Requeue hook, not built
+        # yet: requeue here (`scontrol requeue $SLURM_JOB_ID`, up to slurm.max_requeues) instead of failing;
+        # the requeued job resumes from that checkpoint through the same train_rank.
         raise RuntimeError(f"{stage}: training stopped with exit code {code}")
 
 

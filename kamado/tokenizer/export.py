@@ -10,19 +10,25 @@ from typing import Iterable
 import sentencepiece as spm
 
 
-def export_hf(sp_model: Path, out_dir: Path) -> Path:
-    """Write tokenizer.json (fast) + tokenizer.model + special tokens into out_dir.
+def export_hf(sp_model: Path, out_dir: Path, chat_template: str | None = None) -> Path:
+    """Write tokenizer.json (fast) + tokenizer.model + special tokens (+ a chat template) into out_dir.
 
     Under transformers 5, `LlamaTokenizer(vocab_file=...)` and `LlamaTokenizer.from_pretrained` mis-convert a
-    Unigram model (see shared notes); AutoTokenizer on a folder that holds only tokenizer.model converts it right.
+    Unigram model (see shared notes); AutoTokenizer on a folder that holds only tokenizer.model converts it right:
+    identity normalizer (" " → "▁", no dummy prefix), user-defined pieces ("\\n", chat tokens) split out first,
+    byte fallback. The ids are checked against SentencePiece by `id_mismatches` (the stage refuses a mismatch).
     """
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(sp_model, Path(tmp) / "tokenizer.model")
         tok = AutoTokenizer.from_pretrained(tmp, add_bos_token=True, add_eos_token=False, legacy=False)
-        tok.pad_token = "<pad>"
+        sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+        # our models have <pad> (id 3); an extended base without one pads with EOS rather than grow a new id
+        tok.pad_token = sp.id_to_piece(sp.pad_id()) if sp.pad_id() >= 0 else tok.eos_token
         tok.model_max_length = 1_000_000
+        if chat_template:
+            tok.chat_template = chat_template
         out_dir.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(out_dir)
     shutil.copy(sp_model, out_dir / "tokenizer.model")
@@ -35,16 +41,18 @@ def load_hf(out_dir: Path):
     return AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
 
 
-def id_mismatches(sp_model: Path, hf_dir: Path, texts: Iterable[str]) -> tuple[int, int, list[str]]:
+def id_mismatches(sp_model: Path, hf_dir: Path, texts: Iterable[str], batch: int = 256) -> tuple[int, int, list[str]]:
     """Count texts where the HF tokenizer's ids differ from SentencePiece's (no special tokens)."""
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
     hf = load_hf(hf_dir)
-    total = bad = 0
+    texts = list(texts)
+    bad = 0
     examples: list[str] = []
-    for text in texts:
-        total += 1
-        if sp.encode(text) != hf(text, add_special_tokens=False)["input_ids"]:
-            bad += 1
-            if len(examples) < 5:
-                examples.append(text[:80])
-    return total, bad, examples
+    for start in range(0, len(texts), batch):
+        chunk = texts[start:start + batch]
+        for text, a, b in zip(chunk, sp.encode(chunk), hf(chunk, add_special_tokens=False)["input_ids"]):
+            if a != b:
+                bad += 1
+                if len(examples) < 5:
+                    examples.append(text[:80])
+    return len(texts), bad, examples

@@ -1,27 +1,25 @@
-"""The tokenizer stage: train SentencePiece on the kept corpus, export to HF, check ids, encode token shards."""
+"""The tokenizer stage: train SentencePiece (or extend a base tokenizer) on the kept corpus, export to HF with a
+chat template, evaluate on held-back documents (ids must agree with SentencePiece), encode packed token shards."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
-import hashlib
 import json
 import random
+import resource
+import time
 from pathlib import Path
-
-import sentencepiece as spm
-from tqdm import tqdm
 
 from kamado.recipe import Recipe
 from kamado.stage import StageResult, Workspace, write_json_atomic
-from kamado.tokenizer.encode import token_dtype, write_token_shard
-from kamado.tokenizer.export import export_hf, id_mismatches
-from kamado.tokenizer.train import EOS, train_sentencepiece
+from kamado.tokenizer.chat_template import chat_template
+from kamado.tokenizer.encode import encode_corpus, is_validation
+from kamado.tokenizer.evaluate import evaluate, load_tokenizer
+from kamado.tokenizer.export import export_hf
+from kamado.tokenizer.train import train_sentencepiece, write_training_text
 
-
-def is_validation(doc_id: str, fraction: float) -> bool:
-    """Deterministic hold-out by id hash: the same documents are held back on every rerun and every shard."""
-    h = int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest()[:8], 16)
-    return (h % 10_000) < fraction * 10_000
+__all__ = ["run", "is_validation"]
 
 
 def corpus_shards(ws: Workspace) -> list[Path]:
@@ -34,6 +32,36 @@ def iter_docs(path: Path):
             yield json.loads(line)
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def build_model(recipe: Recipe, folder: Path, shards: list[Path]) -> tuple[Path, dict]:
+    """spm.model from the training documents (validation documents held back); returns (path, counts)."""
+    cfg = recipe.tokenizer
+    train_txt = folder / "train.txt"
+    docs = ((d.get("meta", {}).get("source", ""), d["text"]) for path in shards for d in iter_docs(path)
+            if not is_validation(d["id"], cfg.validation_fraction))
+    text = write_training_text(docs, train_txt, cfg)
+    start = time.time()
+    threads = max(1, recipe.corpus.workers)
+    if cfg.extend_from:
+        from kamado.tokenizer.extend import base_model_type, extend
+
+        # The Japanese pieces come from a model of the base's type; vocab_size is that model's size.
+        addition_cfg = dataclasses.replace(cfg, model_type=base_model_type(cfg.extend_from))
+        addition = train_sentencepiece(addition_cfg, train_txt, folder / "addition", num_threads=threads)
+        ext = extend(cfg.extend_from, addition, folder / "spm.model")
+        sp_model = folder / "spm.model"
+        extra = {"extended_from": cfg.extend_from, "base_vocab_size": ext.base_size, "added_pieces": ext.added}
+    else:
+        sp_model = train_sentencepiece(cfg, train_txt, folder / "spm", num_threads=threads)
+        extra = {}
+    train_txt.unlink()
+    return sp_model, {"train_lines": text.lines, "train_chars": text.chars, "duplicate_lines": text.duplicate_lines,
+                      "train_seconds": round(time.time() - start, 2), "peak_rss_mb": round(_peak_rss_mb(), 1), **extra}
+
+
 def run(recipe: Recipe, ws: Workspace) -> StageResult:
     cfg = recipe.tokenizer
     folder = ws.stage_dir("tokenizer")
@@ -41,58 +69,35 @@ def run(recipe: Recipe, ws: Workspace) -> StageResult:
     if not shards:
         raise RuntimeError(f"tokenizer: no corpus shards under {ws.stage_dir('corpus') / 'data'}")
 
-    # 1. Training text: one line per paragraph of the training documents (validation documents held back).
-    train_txt = folder / "train.txt"
-    held_back: list[str] = []
-    rng = random.Random(cfg.seed)
-    with open(train_txt, "w", encoding="utf-8") as out:
-        for path in shards:
-            for doc in iter_docs(path):
-                if is_validation(doc["id"], cfg.validation_fraction):
-                    held_back.append(doc["text"])
-                    continue
-                for line in doc["text"].split("\n"):
-                    if line.strip():
-                        out.write(line + "\n")
-    sp_model = train_sentencepiece(cfg, train_txt, folder / "spm", num_threads=max(1, recipe.corpus.workers))
-    train_txt.unlink()
-    hf_dir = export_hf(sp_model, folder / "hf")
-    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    # 1. SentencePiece model, then the HF export (tokenizer.json + tokenizer.model + chat template).
+    sp_model, training = build_model(recipe, folder, shards)
+    hf_dir = export_hf(sp_model, folder / "hf", chat_template(cfg.chat_template))
 
-    # 2. Evaluation on held-back text: compression, round trip, SentencePiece vs HF ids.
-    eval_texts = held_back or [doc["text"] for doc in iter_docs(shards[0])][:50]
-    rng.shuffle(eval_texts)
-    ids = [sp.encode(t) for t in eval_texts]
-    n_tokens = sum(len(x) for x in ids)
-    n_chars = sum(len(t) for t in eval_texts)
-    round_trip = sum(sp.decode(x) == t for x, t in zip(ids, eval_texts))
-    checked, mismatched, examples = id_mismatches(sp_model, hf_dir, eval_texts)
+    # 2. Evaluation on held-back documents: compression, round trip, SentencePiece vs HF ids (must be identical).
+    held_back = [d["text"] for path in shards for d in iter_docs(path) if is_validation(d["id"], cfg.validation_fraction)]
+    eval_texts = held_back or [d["text"] for d in iter_docs(shards[0])][:50]
+    random.Random(cfg.seed).shuffle(eval_texts)
+    tok = load_tokenizer(hf_dir)
+    scores = evaluate(tok, eval_texts).summary()
+    mismatched = round((1 - scores["sp_hf_agreement"]) * len(eval_texts))
     if mismatched:
-        raise RuntimeError(f"tokenizer: HF export disagrees with SentencePiece on {mismatched}/{checked} texts, e.g. {examples}")
+        raise RuntimeError(f"tokenizer: HF export disagrees with SentencePiece on {mismatched}/{len(eval_texts)} texts, "
+                           f"e.g. {scores['sp_hf_mismatch_examples']}")
     evaluation = {
-        "vocab_size": sp.get_piece_size(),
+        "vocab_size": tok.vocab_size,
         "eval_texts": len(eval_texts),
-        "chars_per_token": round(n_chars / max(n_tokens, 1), 4),
-        "bytes_per_token": round(sum(len(t.encode('utf-8')) for t in eval_texts) / max(n_tokens, 1), 4),
-        "byte_fallback_rate": round(sum(sp.id_to_piece(i).startswith("<0x") for x in ids for i in x) / max(n_tokens, 1), 6),
-        "round_trip": f"{round_trip}/{len(eval_texts)}",
-        "hf_id_mismatches": f"{mismatched}/{checked}",
+        "chars_per_token": scores["chars_per_token"],
+        "bytes_per_token": scores["bytes_per_token"],
+        "byte_fallback_rate": scores["byte_fallback_rate"],
+        "unk_rate": scores["unk_rate"],
+        "round_trip": f"{len(eval_texts) - scores['round_trip_failures']}/{len(eval_texts)}",
+        "hf_id_mismatches": f"{mismatched}/{len(eval_texts)}",
+        **training,
     }
     write_json_atomic(folder / "eval.json", evaluation)
 
-    # 3. Packed token shards, one per corpus shard and split.
-    tokens_dir = folder / "tokens"
-    tokens_dir.mkdir(exist_ok=True)
-    dtype = token_dtype(sp.get_piece_size())
-    index = {"dtype": dtype.name, "eos_id": EOS, "vocab_size": sp.get_piece_size(), "shards": []}
-    for i, path in enumerate(tqdm(shards, desc="encode shards", unit="shard")):
-        for split in ("train", "val"):
-            want_val = split == "val"
-            docs = (sp.encode(d["text"]) for d in iter_docs(path) if is_validation(d["id"], cfg.validation_fraction) == want_val)
-            name = f"{split}-{i:05d}.bin"
-            n_tok, n_docs = write_token_shard(tokens_dir / name, docs, EOS, dtype)
-            index["shards"].append({"file": name, "split": split, "tokens": n_tok, "docs": n_docs})
-    write_json_atomic(tokens_dir / "index.json", index)
+    # 3. Packed token shards, one per corpus shard and split, encoded in a process pool.
+    index = encode_corpus(sp_model, shards, folder / "tokens", cfg.validation_fraction, cfg.encode_workers)
     train_tokens = sum(s["tokens"] for s in index["shards"] if s["split"] == "train")
     val_tokens = sum(s["tokens"] for s in index["shards"] if s["split"] == "val")
     return StageResult(

@@ -15,7 +15,8 @@ from typing import Callable
 
 import yaml
 
-STAGE_MODULES = {"pretrain": "kamado.train.pretrain", "sft": "kamado.finetune.sft", "dpo": "kamado.finetune.dpo"}
+STAGE_MODULES = {"pretrain": "kamado.train.pretrain", "sft": "kamado.finetune.sft", "dpo": "kamado.finetune.dpo",
+                 "reward": "kamado.finetune.reward", "ppo": "kamado.finetune.ppo"}
 
 
 def load_workspace(workdir: str):

@@ -1,0 +1,492 @@
+"""The five dedup phases as sharded tasks: `run_phase(name, recipe, ws, task, num_tasks)`.
+
+Each phase has a fixed list of items (shards, bucket units, pair slices); task t of T does items t, t+T, ...
+so the same function runs in a local process pool (`run_local`) or as task SLURM_ARRAY_TASK_ID of a Slurm job
+array. An item whose done-marker exists is skipped: a rerun does only what is missing.
+
+Layout under <corpus>/work/dedup/:
+    sig/SSSSS.*        per filter shard: ids, input order, exact key, shingle count, MinHash rows, band keys
+                       (sorted per band), containment samples (sorted), contaminated rows
+    buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR): pairs (and co-occurrence counts)
+    verify/VVVVV.*     per pair slice: verified edges (a, b, kind, similarity)
+    clusters/SSSSS.*   per filter shard: removed rows, the id each duplicates, kind, similarity; summary.*
+    apply/SSSSS.*      per filter shard: final data shard written, counts, the duplicates.json entries
+
+Memory per task (measured by benchmarks/dedup_memory.py), with D documents in a filter shard and N in the corpus:
+    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1 KB × D at 200 permutations)
+    buckets     ~48 B × documents in its unit (≤ bucket_unit_docs, the number of units grows with N)
+    verify      its slice of the candidate pairs (pairs sorted by slice in each bucket file) + their signature rows
+    clusters    ~100 B × documents that have an edge (duplicates), one shard's ids at a time
+    apply       one document at a time + its shard's removal list
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from kamado.corpus.dedup import clusters as cl
+from kamado.corpus.dedup.contain import containment_edges, frac_sample
+from kamado.corpus.dedup.decontam import load_eval_ngrams
+from kamado.corpus.dedup.exact import exact_key, fingerprint_text
+from kamado.corpus.dedup.lsh import all_pairs, band_keys, key_range, ordered, slice_sorted, star_pairs, unique_pairs
+from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, mix64, shingle_hashes
+from kamado.corpus.dedup.store import CorruptInput, Outputs, is_done, write_outputs
+from kamado.recipe import Recipe
+from kamado.stage import Workspace
+
+PHASES = ("signatures", "buckets", "verify", "clusters", "apply")
+BATCH_SHINGLES = 4_000_000  # shingle hashes held at once by a signatures task (32 MB)
+DROP_REASONS = {cl.EXACT: "exact_duplicate", cl.NEAR: "near_duplicate", cl.CONTAINED: "contained_duplicate"}
+
+__all__ = ["PHASES", "CorruptInput", "num_tasks_for", "run_phase", "run_local"]
+
+
+# ---------------------------------------------------------------- layout
+def dedup_dir(ws: Workspace) -> Path:
+    return ws.stage_dir("corpus") / "work" / "dedup"
+
+
+def filtered_path(ws: Workspace, shard: int) -> Path:
+    return ws.stage_dir("corpus") / "work" / f"filtered-{shard:05d}.jsonl.gz"
+
+
+def data_path(ws: Workspace, shard: int) -> Path:
+    return ws.stage_dir("corpus") / "data" / f"shard-{shard:05d}.jsonl.gz"
+
+
+def _gid(shard: int, rows: np.ndarray) -> np.ndarray:
+    return (np.uint64(shard) << np.uint64(32)) | rows.astype(np.uint64)
+
+
+def _split(gids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (gids >> np.uint64(32)).astype(np.int64), (gids & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _near(recipe: Recipe) -> bool:
+    return recipe.corpus.dedup.near
+
+
+def _contain(recipe: Recipe) -> bool:
+    return recipe.corpus.dedup.near and recipe.corpus.dedup.containment
+
+
+def _sig(ws: Workspace, shard: int) -> Outputs:
+    return Outputs(dedup_dir(ws) / "sig", f"{shard:05d}", "signatures")
+
+
+def _read_filtered(ws: Workspace, shard: int) -> Iterator[dict]:
+    path = filtered_path(ws, shard)
+    done = path.with_name(f"filtered-{shard:05d}.done.json")
+    if not done.is_file():
+        raise CorruptInput(f"{done}: missing: corpus shard {shard} was not filtered; run the corpus stage again")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorruptInput(f"{path}:{line_no}: not valid JSON ({exc.msg}); run the corpus stage again") from exc
+
+
+# ---------------------------------------------------------------- items per phase
+def _bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int]]:
+    """(kind, band, range, num_ranges) units; the number of key ranges grows with the corpus (from signatures)."""
+    cfg = recipe.corpus.dedup
+    ranges = _ranges(recipe, ws)
+    units = []
+    if recipe.corpus.exact_dedup:
+        units += [("exact", 0, r, ranges) for r in range(ranges)]
+    if _near(recipe):
+        units += [("band", b, r, ranges) for b in range(cfg.bands) for r in range(ranges)]
+    if _contain(recipe):
+        units += [("contain", 0, r, ranges) for r in range(ranges)]
+    return units
+
+
+def _unit_name(unit: tuple[str, int, int, int]) -> str:
+    kind, band, r, _ = unit
+    return f"band{band:02d}-r{r:04d}" if kind == "band" else f"{kind}-r{r:04d}"
+
+
+def _ranges(recipe: Recipe, ws: Workspace) -> int:
+    """Key ranges per band (and pair slices for verify): one per `bucket_unit_docs` documents in the corpus."""
+    docs = sum(_sig(ws, s).stats["docs"] for s in range(recipe.corpus.num_shards))
+    return max(1, math.ceil(docs / recipe.corpus.dedup.bucket_unit_docs))
+
+
+_slices = _ranges  # verify slices the pair space as finely as the buckets phase slices the keys
+
+
+def num_tasks_for(name: str, recipe: Recipe, ws: Workspace) -> int:
+    """How many tasks phase `name` can use (its number of items); the buckets phase needs signatures done."""
+    if name in ("signatures", "apply"):
+        return recipe.corpus.num_shards
+    if name == "buckets":
+        return len(_bucket_units(recipe, ws))
+    if name == "verify":
+        return _slices(recipe, ws)
+    if name == "clusters":
+        return 1
+    raise KeyError(f"unknown dedup phase {name!r} (phases: {', '.join(PHASES)})")
+
+
+def run_phase(name: str, recipe: Recipe, ws: Workspace, task: int, num_tasks: int) -> dict:
+    """Do task `task` of `num_tasks` of phase `name`: items task, task + num_tasks, ... of the phase."""
+    if not 0 <= task < num_tasks:
+        raise ValueError(f"dedup phase {name}: task {task} is not in 0..{num_tasks - 1}")
+    fn: Callable[[Recipe, Workspace, int], dict] = {
+        "signatures": _signatures, "buckets": _buckets, "verify": _verify, "clusters": _clusters, "apply": _apply,
+    }[name]
+    items = num_tasks_for(name, recipe, ws)
+    stats = {"items": 0, "skipped_done": 0, "seconds": 0.0}
+    start = time.time()
+    for item in range(task, items, num_tasks):
+        if fn(recipe, ws, item) is None:
+            stats["skipped_done"] += 1
+        stats["items"] += 1
+    stats["seconds"] = round(time.time() - start, 3)
+    return stats
+
+
+# ---------------------------------------------------------------- 1. signatures
+def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
+    folder, name = dedup_dir(ws) / "sig", f"{shard:05d}"
+    if is_done(folder, name):
+        return None
+    cfg = recipe.corpus.dedup
+    near, contain = _near(recipe), _contain(recipe)
+    hasher = MinHasher(cfg.num_perm, cfg.seed) if near else None
+    evals = load_eval_ngrams(cfg.decontam_paths, cfg.decontam_ngram) if cfg.decontam_paths else None
+    ids, orders, exact, sizes, nfrac = [], [], [], [], []
+    sig_parts, frac_keys, frac_rows = [], [], []
+    contaminated: list[list] = []
+    excluded: list[int] = []
+    batch: list[np.ndarray] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if batch:
+            sig_parts.append(hasher.signatures(batch))
+            batch.clear()
+        pending = 0
+
+    for row, doc in enumerate(_read_filtered(ws, shard)):
+        ids.append(str(doc["id"]))
+        orders.append(doc.get("meta", {}).get("order") or [shard, row, 0])
+        fp = fingerprint_text(doc["text"])
+        exact.append(exact_key(fp))
+        if evals is not None:
+            hit = evals.match(shingle_hashes(fp, cfg.decontam_ngram)) if len(fp) >= cfg.decontam_ngram else None
+            if hit:
+                contaminated.append([row, hit])
+                excluded.append(row)
+        h = shingle_hashes(fp, cfg.ngram) if near else np.empty(0, np.uint64)
+        sizes.append(len(h))
+        if near:
+            batch.append(h)
+            pending += len(h)
+            if pending >= BATCH_SHINGLES:
+                flush()
+        if contain:
+            sample = frac_sample(h, cfg.containment_scale)
+            nfrac.append(len(sample))
+            frac_keys.append(sample)
+            frac_rows.append(np.full(len(sample), row, dtype=np.uint32))
+    if near:
+        flush()
+    n = len(ids)
+    # Documents that take part: not contaminated (they are dropped anyway), and with a shingle for near dedup.
+    active = np.ones(n, dtype=bool)
+    active[excluded] = False
+    exact_arr = np.array(exact, dtype=np.uint64).reshape(n, 2)
+    arrays = {
+        "order": np.array(orders, dtype=np.int64).reshape(n, -1) if n else np.zeros((0, 3), np.int64),
+        "exact": exact_arr,
+        "size": np.array(sizes, dtype=np.uint32),
+    }
+    ex_rows = np.flatnonzero(active).astype(np.uint32)
+    ex_sorted = ex_rows[np.argsort(exact_arr[ex_rows, 0], kind="stable")]
+    arrays["exact_hi"] = exact_arr[ex_sorted, 0]
+    arrays["exact_lo"] = exact_arr[ex_sorted, 1]
+    arrays["exact_rows"] = ex_sorted
+    if near:
+        sigs = np.concatenate(sig_parts) if sig_parts else np.zeros((0, cfg.num_perm), np.uint32)
+        arrays["minhash"] = sigs
+        rows = np.flatnonzero(active & (arrays["size"] > 0)).astype(np.uint32)
+        keys = band_keys(sigs[rows], cfg.bands, cfg.rows)  # [bands, m]
+        order = np.argsort(keys, axis=1, kind="stable")
+        arrays["band_keys"] = np.take_along_axis(keys, order, axis=1)
+        arrays["band_rows"] = rows[order]
+    if contain:
+        fk = np.concatenate(frac_keys) if frac_keys else np.empty(0, np.uint64)
+        fr = np.concatenate(frac_rows) if frac_rows else np.empty(0, np.uint32)
+        keep = active[fr] if len(fr) else np.zeros(0, dtype=bool)
+        fk, fr = fk[keep], fr[keep]
+        o = np.argsort(fk, kind="stable")
+        arrays["frac_keys"], arrays["frac_rows"] = fk[o], fr[o]
+        arrays["nfrac"] = np.array(nfrac, dtype=np.uint32)
+    stats = {"docs": n, "contaminated": len(contaminated), "no_shingle": int((arrays["size"] == 0).sum()) if near else 0}
+    write_outputs(folder, name, "signatures", arrays, docs={"ids": ids, "contaminated": contaminated}, stats=stats)
+    return stats
+
+
+# ---------------------------------------------------------------- 2. buckets
+def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
+    unit = _bucket_units(recipe, ws)[item]
+    folder, name = dedup_dir(ws) / "buckets", _unit_name(unit)
+    if is_done(folder, name):
+        return None
+    kind, band, r, ranges = unit
+    lo, hi = key_range(r, ranges)
+    keys_parts, lo_parts, id_parts = [], [], []
+    for shard in range(recipe.corpus.num_shards):
+        sig = _sig(ws, shard)
+        if kind == "exact":
+            keys = sig.mapped("exact_hi")
+            s = slice_sorted(keys, lo, hi)
+            keys_parts.append(sig.take("exact_hi", s.start, s.stop))
+            lo_parts.append(sig.take("exact_lo", s.start, s.stop))
+            id_parts.append(_gid(shard, sig.take("exact_rows", s.start, s.stop)))
+        elif kind == "band":
+            keys = sig.mapped("band_keys")[band]
+            s = slice_sorted(keys, lo, hi)
+            keys_parts.append(sig.take("band_keys", s.start, s.stop, row=band))
+            id_parts.append(_gid(shard, sig.take("band_rows", s.start, s.stop, row=band)))
+        else:
+            keys = sig.mapped("frac_keys")
+            s = slice_sorted(keys, lo, hi)
+            keys_parts.append(sig.take("frac_keys", s.start, s.stop))
+            id_parts.append(_gid(shard, sig.take("frac_rows", s.start, s.stop)))
+    keys = np.concatenate(keys_parts) if keys_parts else np.empty(0, np.uint64)
+    ids = np.concatenate(id_parts) if id_parts else np.empty(0, np.uint64)
+    stats = {"unit": name, "entries": int(len(keys))}
+    if kind == "exact":
+        lows = np.concatenate(lo_parts) if lo_parts else np.empty(0, np.uint64)
+        o = np.lexsort((ids, lows, keys))
+        pairs = star_pairs(np.stack([keys[o], lows[o]], axis=1), ids[o])
+        arrays = {"pairs": ordered(pairs)}
+    elif kind == "band":
+        o = np.lexsort((ids, keys))
+        arrays = {"pairs": ordered(star_pairs(keys[o], ids[o]))}
+    else:
+        o = np.lexsort((ids, keys))
+        pairs, skipped = all_pairs(keys[o], ids[o], recipe.corpus.dedup.max_posting)
+        pairs, counts = unique_pairs(ordered(pairs))
+        if ranges == 1 and len(pairs):  # the counts are complete here: drop pairs that cannot reach the threshold
+            cfg = recipe.corpus.dedup
+            cache: dict = {}
+            n_min = np.minimum(*(_gather(recipe, ws, "nfrac", pairs[:, c], cache).astype(np.int64) for c in (0, 1)))
+            keep = (n_min >= cfg.containment_min_samples) & (counts >= cfg.containment_threshold * n_min)
+            pairs, counts = pairs[keep], counts[keep]
+        arrays = {"pairs": pairs, "counts": counts.astype(np.uint32)}
+        stats["common_shingles_skipped"] = skipped
+    # Sorted by the verify slice each pair belongs to, with offsets: a verify task reads only its own part.
+    slices = _slices(recipe, ws)
+    which = _slice_of(arrays["pairs"], slices) if len(arrays["pairs"]) else np.zeros(0, np.int64)
+    o = np.argsort(which, kind="stable")
+    arrays = {k: v[o] for k, v in arrays.items()}
+    arrays["slice_offsets"] = np.searchsorted(which[o], np.arange(slices + 1)).astype(np.int64)
+    stats["pairs"] = int(len(arrays["pairs"]))
+    write_outputs(folder, name, "buckets", arrays, stats=stats)
+    return stats
+
+
+# ---------------------------------------------------------------- 3. verify
+def _slice_of(pairs: np.ndarray, slices: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = mix64(pairs[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ pairs[:, 1])
+    return (h % np.uint64(slices)).astype(np.int64)
+
+
+def _gather(recipe: Recipe, ws: Workspace, key: str, gids: np.ndarray, cache: dict) -> np.ndarray:
+    """Rows `key` of the signature outputs for global ids, shard by shard (mapped files, checked blocks)."""
+    shards, rows = _split(gids)
+    out = None
+    for shard in np.unique(shards):
+        sig = cache.setdefault(int(shard), _sig(ws, int(shard)))
+        sel = shards == shard
+        part = sig.rows(key, rows[sel])
+        if out is None:
+            out = np.empty((len(gids),) + part.shape[1:], dtype=part.dtype)
+        out[sel] = part
+    return out if out is not None else np.empty(0)
+
+
+def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
+    folder, name = dedup_dir(ws) / "verify", f"{v:05d}"
+    if is_done(folder, name):
+        return None
+    cfg = recipe.corpus.dedup
+    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "counts": []}
+    for unit in _bucket_units(recipe, ws):
+        out = Outputs(dedup_dir(ws) / "buckets", _unit_name(unit), "buckets")
+        offsets = out.array("slice_offsets")
+        lo, hi = int(offsets[v]), int(offsets[v + 1])
+        parts[unit[0]].append(out.take("pairs", lo, hi))
+        if unit[0] == "contain":
+            parts["counts"].append(out.take("counts", lo, hi))
+    cache: dict = {}
+    edges, kinds, sims = [], [], []
+    stats: dict = {}
+    exact = unique_pairs(np.concatenate(parts["exact"]))[0] if parts["exact"] else np.empty((0, 2), np.uint64)
+    edges.append(exact)
+    kinds.append(np.full(len(exact), cl.EXACT, np.int8))
+    sims.append(np.ones(len(exact), np.float32))
+    stats["exact_pairs"] = len(exact)
+    if parts["band"]:
+        cand = unique_pairs(np.concatenate(parts["band"]))[0]
+        est = estimated_jaccard(_gather(recipe, ws, "minhash", cand[:, 0], cache),
+                                _gather(recipe, ws, "minhash", cand[:, 1], cache)) if len(cand) else np.zeros(0)
+        keep = est >= cfg.verify_threshold
+        stats.update(candidate_pairs=len(cand), near_pairs=int(keep.sum()), rejected_by_verify=int((~keep).sum()))
+        edges.append(cand[keep])
+        kinds.append(np.full(int(keep.sum()), cl.NEAR, np.int8))
+        sims.append(est[keep].astype(np.float32))
+    if parts["contain"]:
+        pairs, shared = unique_pairs(np.concatenate(parts["contain"]), np.concatenate(parts["counts"]))
+        if len(pairs):
+            nf_a, nf_b = (_gather(recipe, ws, "nfrac", pairs[:, c], cache) for c in (0, 1))
+            sz_a, sz_b = (_gather(recipe, ws, "size", pairs[:, c], cache) for c in (0, 1))
+            small, large, frac = containment_edges(pairs, shared, nf_a.astype(np.int64), nf_b.astype(np.int64),
+                                                   sz_a, sz_b, cfg.containment_threshold, cfg.containment_min_samples)
+        else:
+            small = large = np.empty(0, np.uint64)
+            frac = np.empty(0)
+        stats.update(containment_pairs_seen=len(pairs), contained_pairs=len(small))
+        edges.append(np.stack([small, large], axis=1).astype(np.uint64))
+        kinds.append(np.full(len(small), cl.CONTAINED, np.int8))
+        sims.append(frac.astype(np.float32))
+    arrays = {"edges": np.concatenate(edges).reshape(-1, 2), "kinds": np.concatenate(kinds), "sims": np.concatenate(sims)}
+    write_outputs(folder, name, "verify", arrays, stats=stats)
+    return stats
+
+
+# ---------------------------------------------------------------- 4. clusters
+def _clusters(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
+    folder = dedup_dir(ws) / "clusters"
+    if is_done(folder, "summary"):
+        return None
+    edges, kinds, sims = [], [], []
+    for v in range(_slices(recipe, ws)):
+        out = Outputs(dedup_dir(ws) / "verify", f"{v:05d}", "verify")
+        edges.append(out.array("edges"))
+        kinds.append(out.array("kinds"))
+        sims.append(out.array("sims"))
+    cache: dict = {}
+
+    def info(nodes: np.ndarray):
+        return (_gather(recipe, ws, "order", nodes, cache), _gather(recipe, ws, "exact", nodes, cache),
+                _gather(recipe, ws, "size", nodes, cache))
+
+    removal = cl.cluster(np.concatenate(edges).reshape(-1, 2), np.concatenate(kinds), np.concatenate(sims), info)
+    # Resolve the ids of the documents they duplicate, one shard's id list at a time.
+    dup_shard, dup_row = _split(removal.duplicate_of)
+    dup_ids = np.empty(len(removal.gid), dtype=object)
+    for shard in np.unique(dup_shard):
+        ids = _sig(ws, int(shard)).json("ids")
+        sel = np.flatnonzero(dup_shard == shard)
+        dup_ids[sel] = [ids[r] for r in dup_row[sel]]
+    rm_shard, rm_row = _split(removal.gid)
+    for shard in range(recipe.corpus.num_shards):
+        sel = rm_shard == shard
+        write_outputs(folder, f"{shard:05d}", "clusters",
+                      {"rows": rm_row[sel], "kind": removal.kind[sel], "sim": removal.similarity[sel].astype(np.float32)},
+                      docs={"duplicate_of": list(dup_ids[sel])}, stats={"removed": int(sel.sum())})
+    sizes = Counter(int(s) for s in removal.cluster_sizes)
+    stats = {
+        "clusters": int(len(removal.cluster_sizes)),
+        "docs_in_clusters": int(removal.cluster_sizes.sum()),
+        "largest_cluster": int(removal.cluster_sizes.max()) if len(removal.cluster_sizes) else 0,
+        "cluster_sizes": {str(k): sizes[k] for k in sorted(sizes)},
+        "removed": {cl.KIND_NAMES[k]: int((removal.kind == k).sum()) for k in cl.KIND_NAMES},
+    }
+    write_outputs(folder, "summary", "clusters", stats=stats)
+    return stats
+
+
+# ---------------------------------------------------------------- 5. apply
+def _apply(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
+    folder, name = dedup_dir(ws) / "apply", f"{shard:05d}"
+    if is_done(folder, name):
+        return None
+    sig = _sig(ws, shard)
+    rm = Outputs(dedup_dir(ws) / "clusters", f"{shard:05d}", "clusters")
+    ids = sig.json("ids")
+    drop: dict[int, dict] = {}  # row -> its duplicates.json entry
+    reason: dict[int, str] = {}  # row -> the drop reason counted in the report
+    for row, where in sig.json("contaminated"):
+        drop[row] = {"id": ids[row], "duplicate_of": None, "kind": "contaminated", "eval": where}
+        reason[row] = "contaminated"
+    for row, kind, sim, dup in zip(rm.array("rows"), rm.array("kind"), rm.array("sim"), rm.json("duplicate_of")):
+        row, kind = int(row), int(kind)
+        drop[row] = {"id": ids[row], "duplicate_of": dup, "kind": cl.KIND_NAMES[kind], "similarity": round(float(sim), 4)}
+        reason[row] = DROP_REASONS[kind]
+    out_path = data_path(ws, shard)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    kept = chars = 0
+    dropped: Counter = Counter()
+    per_source: Counter = Counter()
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) as out:  # level 9 (the default) was 60% of the time
+        for row, doc in enumerate(_read_filtered(ws, shard)):
+            if row >= len(ids) or str(doc["id"]) != ids[row]:
+                raise CorruptInput(f"{filtered_path(ws, shard)}:{row + 1}: document {doc['id']!r} is not the one the "
+                                   f"signatures phase saw; the filter shard changed: run the dedup phases again")
+            if row in reason:
+                dropped[reason[row]] += 1
+                continue
+            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            kept += 1
+            chars += len(doc["text"])
+            per_source[doc.get("meta", {}).get("source", "?")] += 1
+    tmp.replace(out_path)
+    stats = {"kept": kept, "chars_out": chars, "dropped": dict(dropped), "kept_per_source": dict(per_source)}
+    write_outputs(folder, name, "apply", docs={"duplicates": [drop[r] for r in sorted(drop)]}, stats=stats)
+    return stats
+
+
+def apply_results(ws: Workspace, num_shards: int) -> Iterator[Outputs]:
+    for shard in range(num_shards):
+        yield Outputs(dedup_dir(ws) / "apply", f"{shard:05d}", "apply")
+
+
+def clusters_summary(ws: Workspace) -> dict:
+    return Outputs(dedup_dir(ws) / "clusters", "summary", "clusters").stats
+
+
+# ---------------------------------------------------------------- local executor
+def _pool_task(args: tuple) -> dict:
+    name, recipe, task, num_tasks = args
+    return run_phase(name, recipe, Workspace(recipe), task, num_tasks)
+
+
+def run_local(recipe: Recipe, ws: Workspace, workers: int, log: Callable[[str], None] | None = None) -> dict:
+    """Every phase in order, each as one task per item in a pool of `workers` processes; per-phase timings."""
+    timings = {}
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for name in PHASES:
+            start = time.time()
+            n = num_tasks_for(name, recipe, ws)
+            tasks = [(name, recipe, t, n) for t in range(n)]
+            if pool is None or n == 1:
+                results = [_pool_task(t) for t in tasks]
+            else:
+                results = list(pool.map(_pool_task, tasks))
+            timings[name] = {"tasks": n, "seconds": round(time.time() - start, 3),
+                             "skipped_done": sum(r["skipped_done"] for r in results)}
+            if log:
+                log(f"[kamado] corpus dedup {name}: {n} task(s) in {timings[name]['seconds']:.1f}s")
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return timings

@@ -1,0 +1,147 @@
+"""What the cleaning did, per shard and merged: drops per reason (docs and characters), rejected records,
+PII masked per type, the learned filter's score distribution, and a few dropped documents per reason.
+
+Per shard: `work/report-SSSSS.json` (the shard's done-marker holds the same dict) and `work/rejects-SSSSS.jsonl`
+(one line per rejected record: file, line, reason, detail). Merged (called from the stage's `finish`):
+extra keys in `report.json`, `drops.txt` (a readable table), `drops.png` (bar chart of drop reasons, and the
+score histogram when a quality model ran) and `dropped_samples.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+SCORE_BINS = 20  # quality-score histogram: 20 bins over [0, 1]
+SAMPLE_CHARS = 600
+
+
+class ShardStats:
+    """Counts one shard's documents as they pass; `as_dict()` is the shard's report."""
+
+    def __init__(self, samples_per_reason: int = 3):
+        self.docs_in = self.chars_in = self.kept = self.chars_kept = 0
+        self.dropped: Counter = Counter()  # reason -> docs (rejections as "rejected:<reason>")
+        self.dropped_chars: Counter = Counter()
+        self.pii: Counter = Counter()
+        self.per_source: dict[str, dict] = {}
+        self.samples: dict[str, list] = {}
+        self.scores = [0] * SCORE_BINS
+        self.samples_per_reason = samples_per_reason
+
+    def source(self, name: str) -> dict:
+        return self.per_source.setdefault(name, {"docs_in": 0, "kept": 0, "dropped": Counter()})
+
+    def read(self, source: str, chars: int) -> None:
+        self.docs_in += 1
+        self.chars_in += chars
+        self.source(source)["docs_in"] += 1
+
+    def drop(self, source: str, reason: str, doc: dict | None, chars: int, where: str = "") -> None:
+        self.dropped[reason] += 1
+        self.dropped_chars[reason] += chars
+        self.source(source)["dropped"][reason] += 1
+        bucket = self.samples.setdefault(reason, [])
+        if len(bucket) < self.samples_per_reason:
+            sample = {"source": source, "where": where}
+            if doc is not None:
+                sample.update(id=doc["id"], text=doc["text"][:SAMPLE_CHARS])
+                for key in ("url", "ng_words", "quality_score"):
+                    if key in doc.get("meta", {}):
+                        sample[key] = doc["meta"][key]
+            bucket.append(sample)
+
+    def keep(self, source: str, chars: int) -> None:
+        self.kept += 1
+        self.chars_kept += chars
+        self.source(source)["kept"] += 1
+
+    def score(self, value: float) -> None:
+        self.scores[min(int(value * SCORE_BINS), SCORE_BINS - 1)] += 1
+
+    def as_dict(self) -> dict:
+        rejected = {k: v for k, v in self.dropped.items() if k.startswith("rejected:")}
+        d = {"docs_in": self.docs_in, "chars_in": self.chars_in, "kept": self.kept, "chars_kept": self.chars_kept,
+             "dropped": dict(sorted(self.dropped.items())), "dropped_chars": dict(sorted(self.dropped_chars.items())),
+             "docs_rejected": sum(rejected.values()), "pii_masked": dict(sorted(self.pii.items())),
+             "per_source": {n: {**v, "dropped": dict(v["dropped"])} for n, v in self.per_source.items()},
+             "samples": self.samples, "quality_score_histogram": self.scores if any(self.scores) else None}
+        # the invariant, per shard: every record read is kept, dropped by a rule, or rejected
+        assert d["docs_in"] == d["kept"] + sum(self.dropped.values()), d
+        return d
+
+
+def merge(shard_stats: list[dict], samples_per_reason: int = 3) -> dict:
+    """The cleaning part of the merged report (dedup adds its own keys)."""
+    dropped_chars: Counter = Counter()
+    rejected: Counter = Counter()
+    samples: dict[str, list] = {}
+    hist = [0] * SCORE_BINS
+    has_hist = False
+    for s in shard_stats:
+        dropped_chars.update(s.get("dropped_chars", {}))
+        rejected.update({k.split(":", 1)[1]: v for k, v in s.get("dropped", {}).items() if k.startswith("rejected:")})
+        for reason, items in s.get("samples", {}).items():
+            room = samples_per_reason - len(samples.setdefault(reason, []))
+            samples[reason].extend(items[:max(room, 0)])
+        if s.get("quality_score_histogram"):
+            has_hist = True
+            hist = [a + b for a, b in zip(hist, s["quality_score_histogram"])]
+    return {"dropped_chars": dict(sorted(dropped_chars.items())), "docs_rejected": sum(rejected.values()),
+            "rejected": dict(sorted(rejected.items())), "quality_score_histogram": hist if has_hist else None,
+            "_samples": samples}
+
+
+def table(report: dict) -> str:
+    """Docs and characters per drop reason, largest first."""
+    n_in, c_in = max(report["docs_in"], 1), max(report["chars_in"], 1)
+    chars = report.get("dropped_chars", {})
+    rows = sorted(report["dropped"].items(), key=lambda kv: -kv[1])
+    w = max([len(r) for r, _ in rows] + [20])
+    out = [f"{'reason':<{w}} {'docs':>9} {'% docs':>7} {'chars':>13} {'% chars':>8}", "-" * (w + 41)]
+    for reason, n in rows:
+        c = chars.get(reason)
+        cs = f"{c:>13,} {100 * c / c_in:>7.2f}%" if c is not None else f"{'':>13} {'':>8}"
+        out.append(f"{reason:<{w}} {n:>9,} {100 * n / n_in:>6.2f}% {cs}")
+    out.append("-" * (w + 41))
+    out.append(f"{'kept':<{w}} {report['docs_kept']:>9,} {100 * report['docs_kept'] / n_in:>6.2f}% "
+               f"{report['chars_out']:>13,} {100 * report['chars_out'] / c_in:>7.2f}%")
+    out.append(f"{'read':<{w}} {report['docs_in']:>9,} {'':>7} {report['chars_in']:>13,}")
+    return "\n".join(out) + "\n"
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(report["dropped"].items(), key=lambda kv: kv[1])
+    hist = report.get("quality_score_histogram")
+    fig, axes = plt.subplots(1, 2 if hist else 1, figsize=(12 if hist else 7, 0.35 * len(rows) + 1.5), squeeze=False)
+    ax = axes[0][0]
+    ax.barh([r for r, _ in rows], [n for _, n in rows], color=["#c44" if r.startswith("rejected:") else "#47a" for r, _ in rows])
+    ax.set_xlabel("documents")
+    ax.set_title(f"drop reasons ({report['docs_kept']:,} of {report['docs_in']:,} kept)")
+    if hist:
+        ax2 = axes[0][1]
+        ax2.bar([(i + 0.5) / SCORE_BINS for i in range(SCORE_BINS)], hist, width=1 / SCORE_BINS, color="#4a7")
+        ax2.axvline(report.get("rules", {}).get("min_quality_score", 0.5), color="k", ls="--")
+        ax2.set_xlabel("quality-model score")
+        ax2.set_title("score distribution (documents that reached the model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def add_cleaning_report(report: dict, shard_stats: list[dict], folder: Path, samples_per_reason: int = 3) -> dict:
+    """Merge the shards' cleaning statistics into `report` and write the table, chart and samples next to it."""
+    extra = merge(shard_stats, samples_per_reason)
+    samples = extra.pop("_samples")
+    report.update(extra)
+    report["rejects_files"] = sorted(str(p.relative_to(folder)) for p in (folder / "work").glob("rejects-*.jsonl"))
+    (folder / "drops.txt").write_text(table(report), encoding="utf-8")
+    (folder / "dropped_samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
+    chart(report, folder / "drops.png")
+    return report

@@ -1,0 +1,128 @@
+"""Dedup building blocks: fingerprint, shingles, MinHash, LSH pairs, clusters, containment, checksummed outputs."""
+
+import numpy as np
+import pytest
+
+from kamado.corpus.dedup import clusters as cl
+from kamado.corpus.dedup.contain import frac_sample
+from kamado.corpus.dedup.decontam import load_eval_ngrams
+from kamado.corpus.dedup.exact import exact_key, fingerprint_text
+from kamado.corpus.dedup.lsh import all_pairs, band_keys, star_pairs, unique_pairs
+from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, shingle_hashes
+from kamado.corpus.dedup.store import CorruptInput, Outputs, write_outputs
+from tests.helpers import write_jsonl
+
+KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん山川田海空雨風花"
+
+
+def random_text(seed: int, n: int) -> str:
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(list(KANA), n))
+
+
+def test_fingerprint_drops_ruby_annotations_and_whitespace_only():
+    raw = "　懐《なつ》き具合を見て、目｜脂《やに》を拭いた［＃「足＋宛」、第3水準1-92-36］。\r\n次の 行"
+    assert fingerprint_text(raw) == "懐き具合を見て、目脂を拭いた。次の行"
+    assert fingerprint_text("懐き具合を見て、目脂を拭いた。\n\n次の行") == fingerprint_text(raw)
+    assert exact_key(fingerprint_text(raw)) == exact_key("懐き具合を見て、目脂を拭いた。次の行")
+    assert fingerprint_text("Ａ｜Ｂ") == "Ａ｜Ｂ"  # a bar with no ruby after it is text
+
+
+def test_shingles_of_short_and_empty_text():
+    assert len(shingle_hashes("あいうえおか", 5)) == 2
+    assert len(shingle_hashes("あい", 5)) == 1  # shorter than n: the text is its one shingle
+    assert len(shingle_hashes("", 5)) == 0
+    assert shingle_hashes("あい", 5)[0] != shingle_hashes("あいう", 5)[0]
+    same = shingle_hashes("かきくけこかきくけこ", 5)
+    assert same[0] == same[5]  # equal n-grams hash equal, wherever they are
+
+
+def test_minhash_estimates_jaccard():
+    a = random_text(1, 3000)
+    b = a[:2000] + random_text(2, 1000)  # ~2000 shared 5-grams of ~4000 distinct: Jaccard ≈ 0.5
+    ha, hb = shingle_hashes(a, 5), shingle_hashes(b, 5)
+    true = len(np.intersect1d(ha, hb)) / len(np.union1d(ha, hb))
+    mh = MinHasher(200, seed=1)
+    sigs = mh.signatures([ha, hb, ha[:10], hb[:10]])  # long ones chunked, short ones packed: same values
+    assert abs(float(estimated_jaccard(sigs[0], sigs[1])) - true) < 0.1
+    np.testing.assert_array_equal(sigs[0], mh.signature(ha))
+    np.testing.assert_array_equal(sigs[2], mh.signature(ha[:10]))
+    np.testing.assert_array_equal(sigs[3], mh.signature(hb[:10]))
+
+
+def test_band_keys_and_bucket_pairs():
+    sigs = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [7, 7, 3, 4], [5, 5, 5, 5]], dtype=np.uint32)
+    keys = band_keys(sigs, bands=2, rows=2)
+    assert keys.shape == (2, 4)
+    assert keys[0, 0] == keys[0, 1] and keys[1, 0] == keys[1, 2] and keys[0, 0] != keys[1, 0]
+    ids = np.arange(4, dtype=np.uint64)
+    o = np.argsort(keys[0], kind="stable")
+    assert sorted(map(tuple, star_pairs(keys[0][o], ids[o]).tolist())) == [(0, 1)]
+    k = np.array([5, 5, 5, 6, 7, 7], dtype=np.uint64)
+    pairs, skipped = all_pairs(k, np.arange(6, dtype=np.uint64), max_group=3)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (1, 2), (4, 5)] and skipped == 0
+    assert all_pairs(k, np.arange(6, dtype=np.uint64), max_group=2)[1] == 1  # the group of 3 is skipped
+    p, c = unique_pairs(np.array([[1, 2], [1, 2], [0, 3]], dtype=np.uint64), np.array([2, 3, 1]))
+    assert p.tolist() == [[0, 3], [1, 2]] and c.tolist() == [1, 5]
+
+
+def _info(orders: dict, exact: dict, sizes: dict):
+    def info(nodes):
+        return (np.array([orders[int(n)] for n in nodes]), np.array([exact[int(n)] for n in nodes], dtype=np.uint64),
+                np.array([sizes[int(n)] for n in nodes]))
+    return info
+
+
+def test_clusters_keep_first_in_input_order_and_resolve_containment():
+    # 0..2 one near cluster (1 is an exact copy of 2); 10 ⊂ 20 and 10 ⊂ 30: the two collections stay apart.
+    edges = np.array([[0, 2], [1, 2], [10, 20], [10, 30]], dtype=np.uint64)
+    kinds = np.array([cl.NEAR, cl.EXACT, cl.CONTAINED, cl.CONTAINED], dtype=np.int8)
+    sims = np.array([0.9, 1.0, 0.95, 0.92])
+    orders = {0: [0, 0, 5], 1: [0, 0, 9], 2: [0, 0, 7], 10: [0, 0, 1], 20: [0, 0, 2], 30: [0, 0, 3]}
+    exact = {0: [1, 1], 1: [2, 2], 2: [2, 2], 10: [3, 3], 20: [4, 4], 30: [5, 5]}
+    sizes = {0: 100, 1: 100, 2: 100, 10: 50, 20: 500, 30: 400}
+    r = cl.cluster(edges, kinds, sims, _info(orders, exact, sizes))
+    got = {int(g): (int(d), cl.KIND_NAMES[int(k)]) for g, d, k in zip(r.gid, r.duplicate_of, r.kind)}
+    assert got == {2: (0, "near"), 1: (2, "exact"), 10: (20, "contained")}
+    assert sorted(r.cluster_sizes.tolist()) == [3]
+
+
+def test_frac_sample_is_a_subset_for_contained_text():
+    story = random_text(3, 1500)
+    big = random_text(4, 3000) + story + random_text(5, 2000)
+    small, large = frac_sample(shingle_hashes(story, 5), 32), frac_sample(shingle_hashes(big, 5), 32)
+    assert len(small) > 20 and np.isin(small, large).all()
+
+
+def test_decontam_matches_long_ngrams_in_nested_json(tmp_path):
+    passage = random_text(6, 80)
+    p = write_jsonl(tmp_path / "eval.jsonl", [{"q": "短い", "ctx": {"paragraphs": [passage]}}])
+    ev = load_eval_ngrams([str(p)], 50)
+    assert ev.skipped_short == 1 and len(ev.hashes) == 31
+    assert ev.match(shingle_hashes(random_text(7, 500) + passage[10:70], 50)) == "eval.jsonl:1"
+    assert ev.match(shingle_hashes(random_text(7, 500) + passage[10:55], 50)) is None
+    (tmp_path / "bad.jsonl").write_text('{"a": "x"}\n{oops\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        load_eval_ngrams([str(tmp_path / "bad.jsonl")], 50)
+
+
+def test_outputs_refuse_truncated_corrupt_and_missing_files(tmp_path):
+    arr = np.arange(600_000, dtype=np.uint64)  # 4.8 MB: several checksum blocks
+    write_outputs(tmp_path, "x", "signatures", {"keys": arr}, docs={"ids": ["a"]}, stats={"docs": 1})
+    out = Outputs(tmp_path, "x", "signatures")
+    np.testing.assert_array_equal(out.take("keys", 10, 20), arr[10:20])
+    np.testing.assert_array_equal(out.rows("keys", np.array([5, 599_999])), arr[[5, 599_999]])
+    path = tmp_path / "x.keys.npy"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # same size, one byte flipped in the last block
+    path.write_bytes(bytes(data))
+    fresh = Outputs(tmp_path, "x", "signatures")
+    np.testing.assert_array_equal(fresh.take("keys", 10, 20), arr[10:20])  # the first block is still good
+    with pytest.raises(CorruptInput, match=r"x.keys.npy: corrupt: checksum .* phase 'signatures'"):
+        fresh.take("keys", 599_990, 600_000)
+    path.write_bytes(bytes(data[:1000]))
+    with pytest.raises(CorruptInput, match=r"x.keys.npy: truncated .* 1000 bytes"):
+        Outputs(tmp_path, "x", "signatures").array("keys")
+    (tmp_path / "x.done.json").unlink()
+    with pytest.raises(CorruptInput, match=r"x.done.json: missing: phase 'signatures' did not finish"):
+        Outputs(tmp_path, "x", "signatures")

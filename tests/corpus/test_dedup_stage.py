@@ -1,0 +1,150 @@
+"""Dedup through the corpus stage and its sharded phases: the bad-input rules, corrupt phase outputs, the report."""
+
+import gzip
+import json
+
+import pytest
+
+from kamado.corpus.dedup import CorruptInput, num_tasks_for, run_phase
+from kamado.corpus.dedup.phases import dedup_dir
+from kamado.corpus.stage import run_shard
+from kamado.stage import Workspace, run_stages
+from tests.corpus.dedup_helpers import corpus_recipe
+from tests.corpus.test_dedup import random_text
+from tests.helpers import SHARED_DATA, write_jsonl
+
+
+def _run(recipe):
+    run_stages(recipe, ["corpus"], log=lambda s: None)
+    folder = Workspace(recipe).stage_dir("corpus")
+    report = json.loads((folder / "report.json").read_text())
+    dups = {d["id"]: d for d in json.loads((folder / "duplicates.json").read_text())}
+    kept = set()
+    for shard in sorted((folder / "data").glob("shard-*.jsonl.gz")):
+        with gzip.open(shard, "rt", encoding="utf-8") as fh:
+            kept.update(json.loads(line)["id"] for line in fh)
+    assert report["docs_in"] == report["docs_kept"] + report["docs_dropped"] == len(kept) + len(dups)
+    return report, dups, kept
+
+
+def test_near_exact_and_contained_duplicates_across_shards(tmp_path):
+    a, b, c, story, x, y = (random_text(s, n) for s, n in ((10, 2000), (11, 2000), (12, 2000), (13, 1500), (14, 900), (15, 900)))
+    near_a = a[:700] + "ア" + a[701:1400] + "イ" + a[1401:]  # two characters changed: Jaccard ≈ 0.99
+    docs = [
+        {"id": "a", "text": a},
+        {"id": "a-copy", "text": "\n".join(a[i:i + 100] for i in range(0, 2000, 100))},  # only line breaks differ
+        {"id": "a-near", "text": near_a},
+        {"id": "b", "text": b},
+        {"id": "c", "text": c},
+        {"id": "collection-1", "text": x + story},
+        {"id": "collection-2", "text": story + y},
+        {"id": "story", "text": story},  # wholly inside both collections: removed, and the collections stay apart
+        {"id": "short-1", "text": "猫"},  # shorter than the n-gram: only exact copies match it
+        {"id": "short-2", "text": "猫"},
+        {"id": "short-3", "text": "犬"},
+    ]
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=3)
+    report, dups, kept = _run(recipe)
+    assert {k: (d["duplicate_of"], d["kind"]) for k, d in dups.items()} == {
+        "a-copy": ("a", "exact"), "a-near": ("a", "near"), "story": ("collection-1", "contained"), "short-2": ("short-1", "exact")}
+    assert dups["a-near"]["similarity"] > 0.9
+    assert {"collection-1", "collection-2", "b", "c", "short-3"} <= kept
+    assert report["dropped"]["exact_duplicate"] == 2 and report["dropped"]["near_duplicate"] == 1
+    d = report["dedup"]
+    assert (d["exact_removed"], d["near_removed"], d["contained_removed"]) == (2, 1, 1)
+    assert d["cluster_sizes"] == {"2": 1, "3": 1} and d["largest_cluster"] == 3
+    assert set(d["phases"]) == {"signatures", "buckets", "verify", "clusters", "apply"}
+    assert "dedup: 2 exact, 1 near, 1 contained removed" in (Workspace(recipe).stage_dir("corpus") / "summary.txt").read_text()
+
+
+def test_empty_shards_and_one_document_shards(tmp_path):
+    text = random_text(20, 300)
+    docs = [{"id": "x", "text": text}, {"id": "y", "text": text}]
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=5)  # shards 2..4 are empty
+    report, dups, kept = _run(recipe)
+    assert kept == {"x"} and dups["y"]["duplicate_of"] == "x" and report["docs_in"] == 2
+
+
+def test_near_off_keeps_exact_only(tmp_path):
+    a = random_text(30, 1000)
+    docs = [{"id": "a", "text": a}, {"id": "a2", "text": a + "。"}, {"id": "a3", "text": a}]
+    report, dups, kept = _run(corpus_recipe(tmp_path, [docs], num_shards=2))
+    assert kept == {"a", "a2"} and set(dups) == {"a3"} and "near_duplicate" not in report["dropped"]
+
+
+def test_decontamination_drops_documents_sharing_a_long_ngram(tmp_path):
+    passage = random_text(40, 120)
+    evalset = write_jsonl(tmp_path / "eval" / "qa.jsonl", [{"question": "どれ?", "context": passage}])
+    docs = [{"id": "leak", "text": random_text(41, 500) + passage[20:90] + random_text(42, 300)},
+            {"id": "clean", "text": random_text(43, 800)}]
+    recipe = corpus_recipe(tmp_path, [docs], f"corpus.dedup.decontam_paths=[{evalset}]", num_shards=2)
+    report, dups, kept = _run(recipe)
+    assert kept == {"clean"} and dups["leak"]["kind"] == "contaminated" and dups["leak"]["eval"] == "qa.jsonl:1"
+    assert report["dedup"]["contaminated"] == report["dropped"]["contaminated"] == 1
+
+
+def _filtered(tmp_path, n=2):
+    docs = [{"id": f"d{i}", "text": random_text(50 + i % 3, 600)} for i in range(6)]
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=n)
+    ws = Workspace(recipe)
+    ws.prepare("corpus")
+    for shard in range(n):
+        run_shard(recipe, ws, shard, n)
+    return recipe, ws
+
+
+def test_phases_run_as_array_tasks_and_resume(tmp_path):
+    recipe, ws = _filtered(tmp_path)
+    for name in ("signatures", "buckets", "verify", "clusters", "apply"):
+        n = num_tasks_for(name, recipe, ws)
+        for task in range(n):  # as SLURM_ARRAY_TASK_ID 0..n-1 would
+            assert run_phase(name, recipe, ws, task, n)["skipped_done"] == 0
+    assert run_phase("signatures", recipe, ws, 0, 1) == {"items": 2, "skipped_done": 2, "seconds": pytest.approx(0, abs=1)}
+    removed = json.loads((dedup_dir(ws) / "apply" / "00000.duplicates.json").read_text())
+    removed += json.loads((dedup_dir(ws) / "apply" / "00001.duplicates.json").read_text())
+    assert sorted(d["id"] for d in removed) == ["d3", "d4", "d5"]  # the texts repeat with period 3
+
+
+def test_a_phase_refuses_a_truncated_or_missing_signature_file(tmp_path):
+    recipe, ws = _filtered(tmp_path)
+    run_phase("signatures", recipe, ws, 0, 1)
+    sig = dedup_dir(ws) / "sig" / "00001.band_keys.npy"
+    sig.write_bytes(sig.read_bytes()[:-100])  # what a full disk leaves behind
+    with pytest.raises(CorruptInput, match=r"00001.band_keys.npy: truncated .* phase 'signatures'"):
+        run_phase("buckets", recipe, ws, 0, 1)
+    (dedup_dir(ws) / "sig" / "00001.done.json").unlink()
+    with pytest.raises(CorruptInput, match=r"sig/00001.done.json: missing: phase 'signatures' did not finish"):
+        run_phase("buckets", recipe, ws, 0, 1)
+    run_phase("signatures", recipe, ws, 0, 1)  # redoes only the shard without a marker
+    run_phase("buckets", recipe, ws, 0, 1)
+
+
+def test_gold_pairs_of_the_shared_neardup_set(tmp_path):
+    """The first 150 documents of the gold set (35 positive, 80 negative pairs inside them): the full set and the
+    comparison with datasketch and rensa are in benchmarks/dedup_quality.py."""
+    docs_path = SHARED_DATA / "neardup" / "aozora_variants_docs_part1.jsonl.gz"
+    if not docs_path.is_file():
+        pytest.skip(f"shared data not found: {docs_path} (../shared/data/neardup)")
+    with gzip.open(docs_path, "rt", encoding="utf-8") as fh:
+        docs = [{"id": d["doc_id"], "text": d["text_plain"]} for d in map(json.loads, (next(fh) for _ in range(150)))]
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", "corpus.nfkc=false", num_shards=2)
+    _, dups, kept = _run(recipe)
+
+    def root(x):
+        while x in dups and dups[x]["duplicate_of"]:
+            x = dups[x]["duplicate_of"]
+        return x
+
+    ids = {d["id"] for d in docs}
+    pairs = [json.loads(line) for line in open(SHARED_DATA / "neardup" / "aozora_variants_pairs_part1.jsonl")]
+    pairs = [p for p in pairs if p["doc_a"] in ids and p["doc_b"] in ids]
+    positives = [root(p["doc_a"]) == root(p["doc_b"]) for p in pairs if p["label"] == 1]
+    negatives = [root(p["doc_a"]) == root(p["doc_b"]) for p in pairs if p["label"] == 0]
+    assert (sum(positives), len(positives)) == (35, 35) and (sum(negatives), len(negatives)) == (0, 80)
+
+
+def test_dedup_settings_are_checked_when_the_recipe_loads(tmp_path):
+    from kamado.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"corpus.dedup.bands': bands x rows \(30 x 10\) exceeds num_perm \(200\)"):
+        corpus_recipe(tmp_path, [[{"id": "a", "text": "猫"}]], "corpus.dedup.bands=30")
