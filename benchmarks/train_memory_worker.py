@@ -1,6 +1,6 @@
 """One rank of benchmarks/train_memory.py (started by torchrun): build the model, wrap it in DeepSpeed's engine
 with kamado's generated config, train two steps on random tokens, and count the bytes of the model states this
-rank holds after the second backward (parameters, gradients and optimizer states all alive at once).
+rank holds during and after the second backward (parameters, gradients and optimizer states all alive at once).
 
     torchrun --nproc_per_node 2 benchmarks/train_memory_worker.py --zero-stage 2 --precision fp32 --out r.json
 
@@ -10,6 +10,8 @@ each storage is put in one class, in this order:
   params     storages of the module's parameters (ZeRO-3: their ds_tensor partitions)
   optimizer  storages of the inner torch optimizer's state (Adam moments) and of the tensors it updates when
              they are not the module's parameters (the fp32 master partitions of ZeRO 1-3 and of bf16)
+  buckets    tensors held by the ZeRO optimizer under an attribute named *ipg* or *bucket* (reduce buckets,
+             gradients in flight included; allocated at full size, but on CPU untouched pages are not resident)
   grads      .grad of the module's and the optimizer's parameters, and tensors held by the ZeRO optimizer under
              an attribute whose name contains "grad" (partitioned / averaged gradient buffers)
   other      everything else alive (communication buckets, the batch, buffers such as rotary tables)
@@ -51,16 +53,21 @@ def _storage(t) -> tuple[int, int] | None:
 
 
 def _tensors_in(obj, depth: int = 3):
-    """Tensors directly in obj or nested in its lists/tuples/dicts (not into other objects)."""
+    """Tensors in obj, nested in its lists/tuples/dicts or in the attributes of plain objects (a bucket)."""
     import torch
 
     if isinstance(obj, torch.Tensor):
         yield obj
-    elif depth > 0 and isinstance(obj, (list, tuple)):
+    elif depth <= 0 or isinstance(obj, (str, bytes, int, float, torch.nn.Module, torch.optim.Optimizer)):
+        return
+    elif isinstance(obj, (list, tuple)):
         for x in obj:
             yield from _tensors_in(x, depth - 1)
-    elif depth > 0 and isinstance(obj, dict):
+    elif isinstance(obj, dict):
         for x in obj.values():
+            yield from _tensors_in(x, depth - 1)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.startswith("deepspeed"):
+        for x in vars(obj).values():
             yield from _tensors_in(x, depth - 1)
 
 
@@ -91,18 +98,28 @@ def census(engine) -> dict[str, int]:
                 put(p.data, "optimizer")
                 if p.grad is not None:
                     put(p.grad, "grads")
-    for p in module.parameters():
-        if p.grad is not None:
-            put(p.grad, "grads")
     if zero_opt is not None and zero_opt is not inner:
-        for name, value in vars(zero_opt).items():
+        zero_vars = vars(zero_opt)
+        # fp32 master partitions (ZeRO-3 takes them out of the inner optimizer's param_groups between steps)
+        for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition"):
+            for t in _tensors_in(zero_vars.get(name)):
+                put(t, "optimizer")
+        # reduce buckets before grads: gradients in flight are views into a bucket, which is counted whole
+        for name, value in zero_vars.items():
+            if "ipg" in name.lower() or "bucket" in name.lower():
+                for t in _tensors_in(value):
+                    put(t, "buckets")
+        for name, value in zero_vars.items():
             if "grad" in name.lower():
                 for t in _tensors_in(value):
                     put(t, "grads")
+    for p in module.parameters():
+        if p.grad is not None:
+            put(p.grad, "grads")
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor):
             put(obj, "other")
-    out = {"params": 0, "grads": 0, "optimizer": 0, "other": 0}  # bytes
+    out = {"params": 0, "grads": 0, "optimizer": 0, "buckets": 0, "other": 0}  # bytes
     for ptr, cls in classes.items():
         out[cls] += sizes[ptr]
     return out
@@ -148,15 +165,26 @@ def main() -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     del model, optimizer
     gen = torch.Generator().manual_seed(rank)
-    measured = None
+    measured: dict[str, dict] = {}
+
+    def in_backward(param) -> None:  # noqa: ARG001 - the last gradient of the backward has just been accumulated
+        gc.collect()
+        measured["in_backward"] = census(engine)
+
+    # The input embedding's gradient is the last one a backward produces: at that moment every gradient a
+    # stage keeps whole (ZeRO 0 and 1 reduce and partition only after the backward) is alive.
+    embedding = engine.module.get_input_embeddings().weight
     for step in range(2):
         ids = torch.randint(0, args.vocab, (1, args.seq_len + 1), generator=gen)
+        hook = embedding.register_post_accumulate_grad_hook(in_backward) if step == 1 else None
         loss = causal_lm_loss(engine, {"input_ids": ids[:, :-1], "labels": ids[:, 1:]})
         engine.backward(loss)
+        if hook is not None:
+            hook.remove()
         if step == 1:  # optimizer states exist (allocated at the first step) and the grads are still alive
             gc.collect()
-            measured = census(engine)
-            measured["rss_delta"] = rss_bytes() - rss0
+            measured["after_backward"] = census(engine)
+            measured["rss_delta"] = rss_bytes() - rss0  # type: ignore[assignment]
         engine.step()
     result = {"rank": rank, "world": world, "zero_stage": args.zero_stage, "precision": args.precision,
               "n_params": n_params, "optimizer_class": type(engine.optimizer).__name__, **measured}

@@ -141,7 +141,7 @@ class TokenizerConfig:
     shuffle_input_sentence: bool = True
     max_sentence_length: int = 16384  # bytes; longer lines are skipped by the trainer
     seed_sentencepiece_size: int = 1_000_000
-    split_by_unicode_script: bool = True  # false: pieces may span kana/kanji and punctuation (e.g. "ました。")
+    split_by_unicode_script: bool = False  # pieces may span kana/kanji and punctuation ("ました。"): +7% chars/token
     split_by_whitespace: bool = True
     allow_whitespace_only_pieces: bool = True  # "▁▁▁▁" pieces: code indentation costs one token
     allow_smaller_vocab: bool = False  # true: a corpus too small for vocab_size gives a smaller vocabulary
@@ -363,8 +363,10 @@ class SlurmConfig:
     cpus_per_task: int = 1
     mem_gb: Optional[int] = None
     gpus_per_node: int = 0
-    array_parallelism: int = 64
-    max_requeues: int = 3
+    array_parallelism: int = 64  # array tasks of a data stage running at once (the "%N" of --array)
+    max_array_tasks: Optional[int] = None  # shards are grouped into at most this many tasks (None: MaxArraySize)
+    max_requeues: int = 3  # a job stops requeueing itself once SLURM_RESTART_COUNT reaches this
+    signal_delay_s: int = 120  # training ranks get SIGUSR1 this long before the time limit: checkpoint, requeue
     extra_sbatch: list[str] = field(default_factory=list)  # raw "#SBATCH" lines without the prefix
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load, venv)
 

@@ -214,10 +214,12 @@ class PPOTrainer:
         self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
         self.value = None
         if not self.grpo:
-            from transformers import AutoModelForTokenClassification
+            from transformers import AutoConfig, AutoModelForTokenClassification
 
-            critic = AutoModelForTokenClassification.from_pretrained(str(source), num_labels=1, classifier_dropout=0.0,
-                                                                     local_files_only=True, dtype=torch.float32).to(device)
+            # the value model: the policy's LM with a per-token scalar head (no dropout: values must be deterministic)
+            vcfg = AutoConfig.from_pretrained(str(source), num_labels=1, classifier_dropout=0.0, local_files_only=True)
+            critic = AutoModelForTokenClassification.from_pretrained(str(source), config=vcfg, local_files_only=True,
+                                                                     dtype=torch.float32).to(device)
             self.value = engine(critic, cfg.value_lr or cfg.lr)
             self.value_checkpoints = CheckpointManager(self.out_dir / "value_checkpoints", cfg.keep_checkpoints, env.rank, ident)
         if cfg.reward == "model":

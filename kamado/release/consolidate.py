@@ -32,7 +32,7 @@ def resolve_checkpoint(ckpt_dir: Path, spec: str) -> tuple[Path, str]:
     (holding *model_states.pt) or a checkpoints folder (holding `latest`)."""
     if spec == "latest":
         base = ckpt_dir
-    elif (ckpt_dir / spec).is_dir():
+    elif "/" not in spec and (ckpt_dir / spec).is_dir():  # a bare tag name, not a path
         return ckpt_dir, spec
     else:
         path = Path(spec).expanduser()

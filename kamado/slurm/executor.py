@@ -26,6 +26,7 @@ from kamado.slurm import jobs
 from kamado.stage import Workspace, write_json_atomic
 
 JOBS_FILE = "jobs.json"
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: task ids 0..1000
 
 
 @dataclass
@@ -85,21 +86,52 @@ def _base_params(recipe: Recipe, partition: str, stage: str, role: str) -> dict[
     return params
 
 
-def plan(recipe: Recipe, stages: list[str], partition: str) -> list[JobSpec]:
+def shards_to_do(recipe: Recipe, first: bool) -> list[int]:
+    """Corpus shards without their done-marker. Only when the corpus stage is the first one submitted is its
+    fingerprint known now (its input is done); then a folder started with that fingerprint keeps its finished
+    shards (prepare() in the tasks keeps it too). Otherwise every shard is submitted."""
+    from kamado.corpus.stage import _shard_name, _work  # the names run_shard writes its done-marker under
+    from kamado.stage import STARTED
+
+    n = recipe.corpus.num_shards
+    ws = Workspace(recipe)
+    started = ws.stage_dir("corpus") / STARTED
+    if not first or not started.is_file() or json.loads(started.read_text()).get("fingerprint") != ws.fingerprint("corpus"):
+        return list(range(n))
+    return [i for i in range(n) if not (_work(ws) / f"filtered-{_shard_name(i)}.done.json").is_file()]
+
+
+def group_shards(shards: list[int], max_tasks: int) -> list[list[int]]:
+    """At most max_tasks groups, round robin (shard i of the list goes to task i mod tasks): sizes differ by one."""
+    tasks = max(1, min(len(shards), max_tasks))
+    return [shards[t::tasks] for t in range(tasks)] if shards else []
+
+
+def _max_array_tasks(recipe: Recipe, cluster_max: int) -> int:
+    cap = recipe.slurm.max_array_tasks
+    return min(cap, cluster_max) if cap else cluster_max
+
+
+def plan(recipe: Recipe, stages: list[str], partition: str, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE) -> list[JobSpec]:
+    s = recipe.slurm
     specs: list[JobSpec] = []
     for stage in stages:
         if stage == "corpus":
             n = recipe.corpus.num_shards
-            params = {**_base_params(recipe, partition, stage, "shards"), "array_parallelism": recipe.slurm.array_parallelism}
-            specs.append(JobSpec(stage, "shards", jobs.corpus_shard, [(recipe, i, n) for i in range(n)], params, array=True))
+            groups = group_shards(shards_to_do(recipe, first=stage == stages[0]), _max_array_tasks(recipe, max_array_size))
+            if groups:  # none left when only the finish job failed before
+                params = {**_base_params(recipe, partition, stage, "shards"), "array_parallelism": s.array_parallelism}
+                specs.append(JobSpec(stage, "shards", jobs.corpus_shards, [(recipe, g, n) for g in groups], params, array=True))
             specs.append(JobSpec(stage, "finish", jobs.corpus_finish, [(recipe,)], _base_params(recipe, partition, stage, "finish")))
         elif stage in TRAINING_STAGES:
             cfg = recipe.stage_config(stage)
             params = _base_params(recipe, partition, stage, "train")
             params.update(nodes=cfg.nodes, ntasks_per_node=cfg.nproc_per_node,
                           srun_args=["--kill-on-bad-exit=1"])  # one failed rank ends the job instead of a hang
-            if recipe.slurm.gpus_per_node > 0:
-                params["gpus_per_node"] = recipe.slurm.gpus_per_node
+            # SIGUSR1 (not submitit's USR2) to every task of the step, where the training loop listens for it
+            params["additional_parameters"] = {**params["additional_parameters"], "signal": f"USR1@{s.signal_delay_s}"}
+            if s.gpus_per_node > 0:
+                params["gpus_per_node"] = s.gpus_per_node
             specs.append(JobSpec(stage, "train", jobs.train_rank, [(recipe, stage)], params))
         else:
             specs.append(JobSpec(stage, "stage", jobs.single_stage, [(recipe, stage)], _base_params(recipe, partition, stage, "stage")))
@@ -160,6 +192,31 @@ def check_cluster(recipe: Recipe, stages: list[str]) -> str:
     return partition
 
 
+def cluster_max_array_size() -> int:
+    """MaxArraySize from `scontrol show config` (array task ids must stay below it)."""
+    out = _run(["scontrol", "show", "config"])
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    return DEFAULT_MAX_ARRAY_SIZE
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Slurm settings that cannot work on any cluster."""
+    s = recipe.slurm
+    for key in ("time_minutes", "cpus_per_task", "array_parallelism"):
+        if getattr(s, key) < 1:
+            raise RecipeError(f"key 'slurm.{key}': must be at least 1, not {getattr(s, key)}")
+    if s.max_array_tasks is not None and s.max_array_tasks < 1:
+        raise RecipeError(f"key 'slurm.max_array_tasks': must be at least 1 (or null: the cluster's MaxArraySize)")
+    if s.max_requeues < 0:
+        raise RecipeError(f"key 'slurm.max_requeues': must be 0 or more, not {s.max_requeues}")
+    if not 0 < s.signal_delay_s < s.time_minutes * 60:
+        raise RecipeError(f"key 'slurm.signal_delay_s': {s.signal_delay_s} s must be above 0 and below the time limit "
+                          f"(slurm.time_minutes={s.time_minutes}, i.e. {s.time_minutes * 60} s)")
+
+
 def _field(line: str, key: str) -> str | None:
     for token in line.split():
         if token.startswith(key + "="):
@@ -194,18 +251,26 @@ def _submit_one(recipe: Recipe, spec: JobSpec, dependency: str | None) -> str:
     return executor.submit(spec.fn, *spec.args[0]).job_id
 
 
+def _shard_ranges(spec: JobSpec) -> str:
+    shards = sorted(i for args in spec.args for i in args[1])
+    return f"{len(shards)} of {spec.args[0][2]}" if len(shards) > 8 else ",".join(map(str, shards))
+
+
 def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
     todo = pending_stages(recipe, stages)
     if not todo:
         print("[kamado] every selected stage is done already; nothing to submit")
         return 0
     Workspace(recipe).require_previous(todo[0])  # a stage left out of the selection must be done already
-    partition = check_cluster(recipe, todo) if (not dry_run or shutil.which("sinfo")) else (recipe.slurm.partition or "")
-    specs = plan(recipe, todo, partition)
+    check_recipe(recipe)
+    on_cluster = not dry_run or bool(shutil.which("sinfo"))
+    partition = check_cluster(recipe, todo) if on_cluster else (recipe.slurm.partition or "")
+    specs = plan(recipe, todo, partition, cluster_max_array_size() if on_cluster else DEFAULT_MAX_ARRAY_SIZE)
     if dry_run:
         previous = None
         for spec in specs:
-            print(f"# ---- {spec.stage} / {spec.role}" + (f": job array of {len(spec.args)} tasks" if spec.array else ""))
+            print(f"# ---- {spec.stage} / {spec.role}" + (f": job array of {len(spec.args)} tasks" if spec.array else "")
+                  + (f" for shards {_shard_ranges(spec)}" if spec.role == "shards" else ""))
             print(render(spec, _folder(recipe, spec.stage), f"afterok:{previous}" if previous else None))
             previous = f"JOBID_OF_{spec.stage}_{spec.role}"  # placeholder: ids exist only once submitted
         print(f"[kamado] dry run: {len(specs)} job(s) for {', '.join(todo)}; nothing submitted")
@@ -226,10 +291,13 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
             entry = {"id": job_id, "role": spec.role, "submitted_at": time.time()}
             if spec.array:
                 entry["tasks"] = len(spec.args)
+            if spec.role == "shards":
+                entry["shards"] = sorted(i for args in spec.args for i in args[1])
             stages_record[spec.stage].append(entry)
             write_json_atomic(_jobs_path(recipe), record)
             print(f"[kamado] {spec.stage}: submitted {spec.role} job {job_id}"
-                  + (f" (array of {len(spec.args)})" if spec.array else "") + (f", after {last}" if last else ""))
+                  + (f" (array of {len(spec.args)})" if spec.array else "")
+                  + (f" for shards {_shard_ranges(spec)}" if spec.role == "shards" else "") + (f", after {last}" if last else ""))
             last = job_id
     except Exception:
         if submitted:  # no half chain: whatever this call submitted goes
@@ -264,12 +332,39 @@ def job_states(job_id: str) -> list[str]:
     return ["GONE"]
 
 
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+ACTIVE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "RESIZING", "SIGNALING"}
+
+
+def verdict(done: bool, states: list[str]) -> str:
+    """One word per stage: DONE, FAILED (a job of it failed or was cancelled: its dependents never run),
+    RUNNING, PENDING (also a requeued job waiting to restart), or "not done" (jobs gone, stage unfinished)."""
+    if done:
+        return "DONE"
+    if any(s in FAILED_STATES for s in states):
+        return "FAILED"
+    if any(s in ACTIVE_STATES for s in states):
+        return "RUNNING"
+    if any(s in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED") for s in states):
+        return "PENDING"
+    return "not done"
+
+
 def stage_status(recipe: Recipe) -> dict[str, dict]:
-    """{stage: {"done": bool, "jobs": [{"id", "role", "states"}]}} for every stage with recorded jobs."""
+    """{stage: {"done", "state", "jobs": [{"id", "role", "states", ...}], "shards_done": [...] (corpus)}} for every
+    stage with recorded jobs."""
     ws = Workspace(recipe)
     out = {}
     for stage, entries in read_jobs(recipe).get("stages", {}).items():
-        out[stage] = {"done": ws.is_done(stage), "jobs": [{**e, "states": job_states(e["id"])} for e in entries]}
+        done = ws.is_done(stage)
+        jobs_info = [{**e, "states": job_states(e["id"])} for e in entries]
+        info = {"done": done, "state": verdict(done, [s for j in jobs_info for s in j["states"]]), "jobs": jobs_info}
+        if stage == "corpus":
+            from kamado.corpus.stage import _shard_name, _work
+
+            info["shards_done"] = [i for i in range(recipe.corpus.num_shards)
+                                   if (_work(ws) / f"filtered-{_shard_name(i)}.done.json").is_file()]
+        out[stage] = info
     return out
 
 
@@ -286,8 +381,20 @@ def status(recipe: Recipe) -> int:
         return 1
     for stage, info in stage_status(recipe).items():
         jobs_text = "  ".join(f"{j['role']} {j['id']}: {_summarize(j['states'])}" for j in info["jobs"])
-        print(f"{stage:<10} {'DONE' if info['done'] else 'not done':<9} {jobs_text}")
+        line = f"{stage:<10} {info['state']:<9} {jobs_text}"
+        if "shards_done" in info and not info["done"]:
+            n = recipe.corpus.num_shards
+            missing = sorted(set(range(n)) - set(info["shards_done"]))
+            line += f"  shards done {len(info['shards_done'])}/{n}" + (f" (missing: {_short(missing)})" if missing else "")
+        print(line)
+        if info["state"] == "FAILED":
+            print(f"{'':<10} logs: {_folder(recipe, stage)}/*_log.err; fix the cause and submit again: "
+                  f"finished work (shards, checkpoints) is kept")
     return 0
+
+
+def _short(ids: list[int]) -> str:
+    return ",".join(map(str, ids[:10])) + (f",… ({len(ids)} in all)" if len(ids) > 10 else "")
 
 
 def cancel(recipe: Recipe) -> int:

@@ -3,27 +3,58 @@ at module level, so unpickling them in a job is cheap and torch is imported only
 
 Preparation happens here, in the jobs, never at submit time: a stage's fingerprint depends on the previous
 stage's DONE.json, which does not exist yet when the whole chain is submitted.
+
+Signals and requeue (which process gets what):
+- Training jobs ask for `--signal=USR1@<slurm.signal_delay_s>` (no "B:"), so slurmstepd sends SIGUSR1 to every
+  task of the job step, i.e. to every rank's Python process (srun starts `python -m submitit.core._submit` as
+  the task itself). `scontrol requeue`, preemption and scancel make slurmstepd send SIGTERM to the same
+  processes. The training loop's handler (kamado.train.loop) replaces submitit's SIGTERM "bypass" handler, all
+  ranks agree on the stop, checkpoint collectively, write STOPPED.json and return STOPPED_EXIT_CODE.
+  Rank 0 then requeues the job itself (`scontrol requeue`) only when the job is still RUNNING, i.e. when nobody
+  else is ending it (the time-limit warning, or `scancel --signal=USR1`); after `scontrol requeue` or a
+  preemption Slurm requeues it anyway, and after scancel it must stay cancelled. submitit's own
+  Checkpointable handler does not fit here: it runs in rank 0 only, inside the signal handler, and requeues
+  before the other ranks have saved their ZeRO shards.
+- Corpus shard tasks are submitit Checkpointables (submitit's USR2 near the time limit → requeue of that array
+  task, up to slurm.max_requeues); a requeued or rerun task skips its shards that have a done-marker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import threading
+
+from submitit.helpers import Checkpointable
 
 from kamado.recipe import Recipe
 from kamado.stage import StageResult, Workspace, run_one_stage
 
 
-def corpus_shard(recipe: Recipe, shard: int, num_shards: int) -> dict:
-    """One array task: filter one shard (the same `run_shard` the local process pool runs)."""
-    from kamado.corpus.stage import run_shard
+class Requeued(Exception):
+    """Training stopped on a signal and the job is requeued (by itself or by Slurm): the stage is not done."""
 
-    ws = Workspace(recipe)
-    ws.require_previous("corpus")
-    if ws.is_done("corpus"):
-        return {"skipped": True}
-    ws.prepare("corpus")  # locked: the array's tasks do this at the same time
-    return run_shard(recipe, ws, shard, num_shards)
+
+class CorpusShards(Checkpointable):
+    """One array task: filter a group of shards (the same `run_shard` the local process pool runs).
+
+    Checkpointable: submitit's checkpoint() resubmits the same call, and every shard that already has its
+    done-marker returns at once, so a requeued task only does what is left."""
+
+    def __call__(self, recipe: Recipe, shards: list[int], num_shards: int) -> list[dict]:
+        from kamado.corpus.stage import run_shard
+
+        ws = Workspace(recipe)
+        ws.require_previous("corpus")
+        if ws.is_done("corpus"):
+            return [{"skipped": True}]
+        ws.prepare("corpus")  # locked: the array's tasks do this at the same time
+        return [run_shard(recipe, ws, shard, num_shards) for shard in shards]
+
+
+corpus_shards = CorpusShards()
 
 
 def corpus_finish(recipe: Recipe) -> str:
@@ -47,15 +78,87 @@ def _build_function(stage: str):
     return importlib.import_module(STAGE_MODULES[stage]).build
 
 
-def _train(stage: str, workdir: str) -> None:
+# ------------------------------------------------------------------ training: stop, requeue, resume
+def requeue_decision(reason: str | None, job_state: str | None, restarts: int, max_requeues: int) -> str:
+    """What rank 0 does once the loop stopped: "requeue" (scontrol requeue this job), "slurm" (Slurm is ending
+    or requeueing the job itself: just exit), or "fail" (with the reason as the error)."""
+    if reason != "signal":
+        return "fail"  # too many non-finite steps (or no STOPPED.json): a rerun would stop the same way
+    if job_state != "RUNNING":
+        return "slurm"  # scontrol requeue / preemption (REQUEUED, PREEMPTED, ...) or scancel (CANCELLED)
+    return "requeue" if restarts < max_requeues else "fail"
+
+
+def _job_state(job_id: str) -> str | None:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=60)
+    for token in out.stdout.split():
+        if token.startswith("JobState="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def _after_stop(recipe: Recipe, stage: str, workdir: str) -> None:
+    """Rank 0, after the loop checkpointed and stopped: requeue, leave it to Slurm, or fail. Raises in each case
+    (Requeued or RuntimeError): the stage must not be marked done."""
+    stopped_path = Workspace(recipe).stage_dir(stage) / "STOPPED.json"
+    stopped = json.loads(stopped_path.read_text()) if stopped_path.is_file() else {}
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    state = _job_state(job_id) if job_id else None
+    action = requeue_decision(stopped.get("reason"), state, restarts, recipe.slurm.max_requeues)
+    step = stopped.get("step")
+    if action == "requeue":
+        out = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        if out.returncode:
+            raise RuntimeError(f"{stage}: checkpointed at step {step}, but `scontrol requeue {job_id}` failed: "
+                               f"{out.stderr.strip()}")
+        print(f"[kamado] {stage}: checkpointed at step {step}; requeued job {job_id} "
+              f"(restart {restarts + 1} of at most slurm.max_requeues={recipe.slurm.max_requeues})", flush=True)
+        raise Requeued(stage)
+    if action == "slurm":
+        print(f"[kamado] {stage}: checkpointed at step {step}; job {job_id} is {state}: Slurm ends or requeues it",
+              flush=True)
+        raise Requeued(stage)
+    if stopped.get("reason") == "signal":
+        raise RuntimeError(f"{stage}: stopped on a signal at step {step} (checkpoint saved in {stopped_path.parent}), "
+                           f"but the job was restarted {restarts} times already (slurm.max_requeues="
+                           f"{recipe.slurm.max_requeues}); rerun to resume from the checkpoint")
+    raise RuntimeError(f"{stage}: training stopped ({stopped.get('reason', 'no STOPPED.json')}) at step {step}; "
+                       f"see {stopped_path}")
+
+
+def _redeliver_early_usr1() -> None:
+    """A SIGUSR1 that comes while the rank is still importing torch or building the model would kill it (the
+    default action) or be lost. Catch it here and send it again once the training loop has its own handler."""
+    ours = threading.Event()
+
+    def early(signum, frame):  # noqa: ARG001
+        ours.set()
+
+    signal.signal(signal.SIGUSR1, early)
+
+    def watch() -> None:
+        ours.wait()
+        while signal.getsignal(signal.SIGUSR1) is early:
+            threading.Event().wait(0.2)
+        if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    threading.Thread(target=watch, daemon=True, name="kamado-early-usr1").start()
+
+
+def _train(recipe: Recipe, stage: str, workdir: str) -> None:
+    from kamado.train.loop import STOPPED_EXIT_CODE
     from kamado.train.worker import run_worker
 
     code = run_worker(stage, workdir, _build_function(stage))
-    if code != 0:
-        # STOPPED_EXIT_CODE (and <stage>/STOPPED.json): checkpointed on SIGUSR1/SIGTERM. Requeue hook, not built
-        # yet: requeue here (`scontrol requeue $SLURM_JOB_ID`, up to slurm.max_requeues) instead of failing;
-        # the requeued job resumes from that checkpoint through the same train_rank.
-        raise RuntimeError(f"{stage}: training stopped with exit code {code}")
+    if code == 0:
+        return
+    if code == STOPPED_EXIT_CODE and int(os.environ.get("SLURM_PROCID", "0")) == 0:
+        _after_stop(recipe, stage, workdir)
+    if code == STOPPED_EXIT_CODE:  # other ranks: rank 0 decides; exit cleanly so srun does not kill it first
+        raise Requeued(stage)
+    raise RuntimeError(f"{stage}: training exited with code {code}")
 
 
 def train_rank(recipe: Recipe, stage: str) -> str:
@@ -64,19 +167,24 @@ def train_rank(recipe: Recipe, stage: str) -> str:
     Rank 0 prepares the stage folder before it joins the rendezvous; the other ranks cannot pass
     torch.distributed init until it does, so nobody writes into the folder before it is prepared. Rank 0 marks
     the stage done after the final barrier. Every rank decides "done already" from the same DONE.json, which
-    cannot change meanwhile (rank 0 only rewrites it after all ranks have trained)."""
+    cannot change meanwhile (rank 0 only rewrites it after all ranks have trained). A requeued job runs this
+    again: prepare() keeps the folder (same fingerprint) and the loop resumes from the newest checkpoint."""
+    _redeliver_early_usr1()
     ws = Workspace(recipe)
     workdir = str(ws.root)
-    if int(os.environ.get("SLURM_PROCID", "0")) == 0:
-        def run(r: Recipe, ws: Workspace) -> StageResult:
-            _train(stage, workdir)
-            counts = json.loads((ws.stage_dir(stage) / "result.json").read_text())
-            # the same outputs kamado.train.launch.run_training_stage lists for a local run
-            return StageResult(counts=counts, outputs=["hf", "checkpoints", "metrics.jsonl", "result.json", "reference_logits.pt"])
+    try:
+        if int(os.environ.get("SLURM_PROCID", "0")) == 0:
+            def run(r: Recipe, ws: Workspace) -> StageResult:
+                _train(r, stage, workdir)
+                counts = json.loads((ws.stage_dir(stage) / "result.json").read_text())
+                # the same outputs kamado.train.launch.run_training_stage lists for a local run
+                return StageResult(counts=counts, outputs=["hf", "checkpoints", "metrics.jsonl", "result.json", "reference_logits.pt"])
 
-        return run_one_stage(recipe, stage, run=run)
-    ws.require_previous(stage)
-    if ws.is_done(stage):
-        return "skipped"
-    _train(stage, workdir)
-    return "done"
+            return run_one_stage(recipe, stage, run=run)
+        ws.require_previous(stage)
+        if ws.is_done(stage):
+            return "skipped"
+        _train(recipe, stage, workdir)
+        return "done"
+    except Requeued:
+        return "stopped"  # checkpointed; the requeued job resumes from it

@@ -8,17 +8,7 @@ import torch
 from kamado.finetune.data import encode_example, format_prompt
 from kamado.finetune.dpo import dpo_loss
 from kamado.finetune.sft import load_sft_rows
-from kamado.stage import Workspace, run_stages
-from tests.helpers import tiny_recipe, write_jsonl
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from kamado.tokenizer.export import load_hf
-
-    recipe = tiny_recipe(tmp_path_factory.mktemp("tok"))
-    run_stages(recipe, ["corpus", "tokenizer"], lambda s: None)
-    return load_hf(Workspace(recipe).tokenizer_dir())
+from tests.helpers import write_jsonl
 
 
 def test_sft_labels_mask_exactly_the_prompt(tokenizer):

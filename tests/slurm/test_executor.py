@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -13,7 +14,7 @@ import pytest
 
 from kamado.cli import main
 from kamado.recipe import load_recipe
-from kamado.slurm.executor import stage_status
+from kamado.slurm.executor import cluster_max_array_size, group_shards, plan, stage_status
 from kamado.stage import Workspace, run_stages
 from tests.helpers import write_jsonl
 
@@ -153,7 +154,63 @@ def test_dry_run_prints_scripts_and_submits_nothing(slurm_cluster, tmp_path, cap
     assert "#SBATCH --partition=debug" in out and "#SBATCH --array=0-3%4" in out
     assert "#SBATCH --nodes=2" in out and "#SBATCH --comment=kamado-dry" in out and "echo setting-up" in out
     assert "#SBATCH --dependency=afterok:JOBID_OF_corpus_finish" in out
+    assert "#SBATCH --signal=USR1@120" in out  # training ranks: SIGUSR1 (the loop's signal), not submitit's USR2
     assert squeue() == [] and not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
+    # More shards than allowed tasks: grouped (the cap comes from the recipe or the cluster's MaxArraySize)
+    assert main(["corpus", str(path), "--executor", "slurm", "--dry-run", "--set", "slurm.max_array_tasks=3",
+                 "--set", "slurm.array_parallelism=2"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=0-2%2" in out and "job array of 3 tasks for shards 0,1,2,3" in out
+
+
+def test_shards_are_grouped_below_max_array_size(slurm_cluster, tmp_path):
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    assert cluster_max_array_size() == int(re.search(r"MaxArraySize\s*=\s*(\d+)", config).group(1))
+    recipe = load_recipe(write_recipe(tmp_path, 20), ["corpus.num_shards=7"])
+    groups = [args[1] for args in plan(recipe, ["corpus"], "debug", max_array_size=3)[0].args]
+    assert groups == [[0, 3, 6], [1, 4], [2, 5]]  # every shard once, task ids 0..2 stay below MaxArraySize=3
+    recipe.slurm.max_array_tasks = 2
+    assert [args[1] for args in plan(recipe, ["corpus"], "debug", max_array_size=3)[0].args] == [[0, 2, 4, 6], [1, 3, 5]]
+    assert group_shards([], 5) == []
+
+
+def test_failed_shard_fails_the_stage_and_a_rerun_does_only_that_shard(slurm_cluster, tmp_path, capsys):
+    path = write_recipe(tmp_path, 60, extra="  max_array_tasks: 2\n")  # tasks: shards [0, 2] and [1, 3]
+    recipe = load_recipe(path)
+    ws = Workspace(recipe)
+    work = ws.prepare("corpus") / "work"  # what the tasks do first; they keep this folder (same fingerprint)
+    # Shard 2 cannot write its output: a directory sits where its temporary file goes (IsADirectoryError, even
+    # for root). Every shard task reads every input file (records go to shard index mod num_shards), so an
+    # input file that raises would fail all shards; the output path is where only one shard can fail.
+    blocker = work / "filtered-00002.jsonl.gz.tmp"
+    blocker.mkdir(parents=True)
+    assert main(["corpus", str(path), "--executor", "slurm"]) == 0
+    jobs_path = tmp_path / "run-slurm" / "slurm" / "jobs.json"
+    record = json.loads(jobs_path.read_text())["stages"]["corpus"]
+    assert [(j["role"], j.get("tasks"), j.get("shards")) for j in record] == [("shards", 2, [0, 1, 2, 3]), ("finish", None, None)]
+    wait_until_idle(time.monotonic() + 90)
+
+    info = stage_status(recipe)["corpus"]
+    assert info["state"] == "FAILED" and not ws.is_done("corpus") and info["shards_done"] == [0, 1, 3]
+    assert info["jobs"][1]["states"] == ["CANCELLED"]  # the finish job never ran (afterok never satisfied)
+    assert "IsADirectoryError" in "".join(p.read_text() for p in (ws.root / "slurm" / "corpus").glob("*_log.err"))
+    capsys.readouterr()
+    assert main(["slurm", "status", str(path)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus"))
+    assert "FAILED" in line and "shards done 3/4 (missing: 2)" in line, line
+
+    kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in work.glob("filtered-0000[013].*")}
+    assert len(kept) == 6  # output and done-marker of shards 0, 1, 3
+    blocker.rmdir()  # the fix
+    assert main(["corpus", str(path), "--executor", "slurm"]) == 0
+    record = json.loads(jobs_path.read_text())["stages"]["corpus"]
+    assert [(j["role"], j.get("tasks"), j.get("shards")) for j in record] == [("shards", 1, [2]), ("finish", None, None)]
+    local = load_recipe(path, ["workdir=run-local"])
+    run_stages(local, ["corpus"], log=lambda s: None)
+    wait_until_done(recipe, "corpus")
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in work.glob("filtered-0000[013].*")} == kept
+    assert report_without_timings(ws) == report_without_timings(Workspace(local))
+    assert kept_ids(ws) == kept_ids(Workspace(local))
 
 
 def test_bad_partition_or_too_many_nodes_fail_before_submitting(slurm_cluster, tmp_path, capsys):

@@ -281,20 +281,25 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
         o = np.lexsort((ids, keys))
         pairs, skipped = all_pairs(keys[o], ids[o], recipe.corpus.dedup.max_posting)
         pairs, counts = unique_pairs(ordered(pairs))
+        # Samples shared by too many documents (boilerplate) are left out of the containment fraction too.
+        common_gids, common_counts = np.unique(skipped, return_counts=True)
         if ranges == 1 and len(pairs):  # the counts are complete here: drop pairs that cannot reach the threshold
             cfg = recipe.corpus.dedup
-            cache: dict = {}
-            n_min = np.minimum(*(_gather(recipe, ws, "nfrac", pairs[:, c], cache).astype(np.int64) for c in (0, 1)))
+            n_min = np.minimum(*(_effective_samples(recipe, ws, pairs[:, c], [(common_gids, common_counts)], {})
+                                 for c in (0, 1)))
             keep = (n_min >= cfg.containment_min_samples) & (counts >= cfg.containment_threshold * n_min)
             pairs, counts = pairs[keep], counts[keep]
         arrays = {"pairs": pairs, "counts": counts.astype(np.uint32)}
-        stats["common_shingles_skipped"] = skipped
+        stats["common_samples_skipped"] = int(len(skipped))
+        common = {"common_gids": common_gids, "common_counts": common_counts.astype(np.uint32)}
     # Sorted by the verify slice each pair belongs to, with offsets: a verify task reads only its own part.
     slices = _slices(recipe, ws)
     which = _slice_of(arrays["pairs"], slices) if len(arrays["pairs"]) else np.zeros(0, np.int64)
     o = np.argsort(which, kind="stable")
     arrays = {k: v[o] for k, v in arrays.items()}
     arrays["slice_offsets"] = np.searchsorted(which[o], np.arange(slices + 1)).astype(np.int64)
+    if kind == "contain":
+        arrays.update(common)
     stats["pairs"] = int(len(arrays["pairs"]))
     write_outputs(folder, name, "buckets", arrays, stats=stats)
     return stats
@@ -321,12 +326,22 @@ def _gather(recipe: Recipe, ws: Workspace, key: str, gids: np.ndarray, cache: di
     return out if out is not None else np.empty(0)
 
 
+def _effective_samples(recipe: Recipe, ws: Workspace, gids: np.ndarray, commons, cache: dict) -> np.ndarray:
+    """A document's containment samples minus those skipped as boilerplate (summed over the contain units)."""
+    n = _gather(recipe, ws, "nfrac", gids, cache).astype(np.int64)
+    for common_gids, common_counts in commons:
+        if len(common_gids):
+            pos = np.minimum(np.searchsorted(common_gids, gids), len(common_gids) - 1)
+            n -= np.where(common_gids[pos] == gids, common_counts[pos], 0).astype(np.int64)
+    return n
+
+
 def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
     folder, name = dedup_dir(ws) / "verify", f"{v:05d}"
     if is_done(folder, name):
         return None
     cfg = recipe.corpus.dedup
-    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "counts": []}
+    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "counts": [], "common": []}
     for unit in _bucket_units(recipe, ws):
         out = Outputs(dedup_dir(ws) / "buckets", _unit_name(unit), "buckets")
         offsets = out.array("slice_offsets")
@@ -334,6 +349,7 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
         parts[unit[0]].append(out.take("pairs", lo, hi))
         if unit[0] == "contain":
             parts["counts"].append(out.take("counts", lo, hi))
+            parts["common"].append(out)
     cache: dict = {}
     edges, kinds, sims = [], [], []
     stats: dict = {}
@@ -354,9 +370,11 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
     if parts["contain"]:
         pairs, shared = unique_pairs(np.concatenate(parts["contain"]), np.concatenate(parts["counts"]))
         if len(pairs):
-            nf_a, nf_b = (_gather(recipe, ws, "nfrac", pairs[:, c], cache) for c in (0, 1))
+            # one contain unit's boilerplate counts in memory at a time (~12 B x its documents)
+            commons = lambda: ((o.array("common_gids"), o.array("common_counts")) for o in parts["common"])  # noqa: E731
+            nf_a, nf_b = (_effective_samples(recipe, ws, pairs[:, c], commons(), cache) for c in (0, 1))
             sz_a, sz_b = (_gather(recipe, ws, "size", pairs[:, c], cache) for c in (0, 1))
-            small, large, frac = containment_edges(pairs, shared, nf_a.astype(np.int64), nf_b.astype(np.int64),
+            small, large, frac = containment_edges(pairs, shared, nf_a, nf_b,
                                                    sz_a, sz_b, cfg.containment_threshold, cfg.containment_min_samples)
         else:
             small = large = np.empty(0, np.uint64)
