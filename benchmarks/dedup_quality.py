@@ -182,7 +182,7 @@ def main() -> None:
             ("kamado (verify 0.8 + containment)", [], "text_plain"),
             ("kamado, no containment", ["corpus.dedup.containment=false"], "text_plain"),
             ("kamado, no verify, no containment", ["corpus.dedup.containment=false", "corpus.dedup.verify_threshold=0"], "text_plain"),
-            ("kamado on text_raw (ruby kept in text)", [], "text_raw"),
+            ("kamado on text_raw (the raw Aozora file: ruby, notes, header)", [], "text_raw"),
         ]:
             roots, seconds, report = run_kamado(docs_path, Path(tmp) / f"k{len(rows)}", *over, text_field=field)
             d = report["dedup"]

@@ -13,7 +13,6 @@ and 5% of the prose/web documents held back by a hash of their text. Every token
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing as mp
 import resource

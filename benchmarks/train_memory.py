@@ -4,7 +4,8 @@ measured on DeepSpeed's engine with kamado's generated config, against the ZeRO 
     python benchmarks/train_memory.py [--stages 0 1 2 3] [--precisions fp32 bf16] [--hidden 512] [--layers 8]
                                       [--intermediate 1408] [--vocab 8000]
 
-Each (stage, precision) is its own torchrun of benchmarks/train_memory_worker.py (2 ranks, gloo): the Llama
+All (stage, precision) pairs are measured one after the other in one torchrun of
+benchmarks/train_memory_worker.py (2 ranks, gloo; each engine freed before the next is built): the Llama
 model (hidden 512, 8 layers, 8 heads, vocab 8000: Ψ ≈ 33.9M parameters) built by kamado.train.model (under
 ZeRO-3 partitioned at construction, as the pretrain stage builds it), torch AdamW as the client optimizer,
 `kamado.train.dsconfig.deepspeed_config` for the engine, two training steps on random tokens. The worker counts
@@ -19,7 +20,8 @@ Formulas (Rajbhandari et al., "ZeRO", SC'20, Fig. 1 / Sec. 5), Ψ parameters, Nd
       stage 0: 4Ψ+4Ψ+8Ψ    1: 4Ψ+4Ψ+8Ψ/Nd    2: 4Ψ+(4Ψ+8Ψ)/Nd     3: (4Ψ+4Ψ+8Ψ)/Nd
 Reduce buckets (DeepSpeed's reduce_bucket_size, 5e8 elements unless set) and activations are outside the
 formulas: buckets are shown in their own column (allocated size: on CPU most of those pages are never touched),
-and the RSS growth from before the model was built to after the second backward is shown for scale.
+and the RSS growth from before the model was built to after the second backward is shown for scale only (it
+holds activations and allocator caches, and a later configuration may reuse pages an earlier one freed).
 """
 
 from __future__ import annotations
@@ -58,17 +60,15 @@ def main() -> None:
     shape = ["--hidden", str(args.hidden), "--intermediate", str(args.intermediate), "--layers", str(args.layers),
              "--heads", str(args.heads), "--vocab", str(args.vocab)]
 
-    rows = []
+    configs = [f"{stage}:{precision}" for precision in args.precisions for stage in args.stages]
+    t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="kamado-train-memory-") as tmp:
-        for precision in args.precisions:
-            for stage in args.stages:
-                t0 = time.time()
-                out = Path(tmp) / f"z{stage}-{precision}.json"
-                run(torchrun_cmd(2, WORKER, "--zero-stage", str(stage), "--precision", precision, "--out", str(out), *shape),
-                    env=bench_env(), log=Path(tmp) / f"z{stage}-{precision}.log")
-                ranks = json.loads(out.read_text())
-                rows.append((stage, precision, ranks))
-                print(f"  ZeRO-{stage} {precision}: measured in {time.time() - t0:.0f}s ({ranks[0]['optimizer_class']})", flush=True)
+        out = Path(tmp) / "memory.json"
+        run(torchrun_cmd(2, WORKER, "--configs", *configs, "--out", str(out), *shape), env=bench_env(),
+            log=Path(tmp) / "worker.log")
+        rows = [(ranks[0]["zero_stage"], ranks[0]["precision"], ranks) for ranks in json.loads(out.read_text())]
+    print(f"measured {len(rows)} configurations in {time.time() - t0:.0f}s (one torchrun, 2 ranks, gloo)")
+    leftovers = max(r["left_alive_after"] for _, _, ranks in rows for r in ranks)
 
     psi, nd = rows[0][2][0]["n_params"], rows[0][2][0]["world"]
     mb = 2**20
@@ -95,7 +95,8 @@ def main() -> None:
         print(f"{stage:>5} {precision:>4} | {cells} | {measured / mb:7.1f}[{measured / psi:4.1f}] "
               f"{expected / mb:7.1f}[{expected / psi:4.1f}] {measured / expected:6.2f} | {moment:>14} "
               f"{buckets / mb:10.0f} {rss / mb:8.0f}")
-    print("\nformula per rank: bf16 (K=12) 16Ψ, 4Ψ+12Ψ/Nd, 2Ψ+14Ψ/Nd, 16Ψ/Nd; fp32 (K=8) 16Ψ, 8Ψ+8Ψ/Nd, 4Ψ+12Ψ/Nd, 16Ψ/Nd "
+    print(f"\nlargest bytes left alive after freeing an engine (before the next configuration): {leftovers / mb:.1f} MB")
+    print("formula per rank: bf16 (K=12) 16Ψ, 4Ψ+12Ψ/Nd, 2Ψ+14Ψ/Nd, 16Ψ/Nd; fp32 (K=8) 16Ψ, 8Ψ+8Ψ/Nd, 4Ψ+12Ψ/Nd, 16Ψ/Nd "
           "for stages 0, 1, 2, 3")
 
 

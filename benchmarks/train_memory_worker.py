@@ -2,7 +2,12 @@
 with kamado's generated config, train two steps on random tokens, and count the bytes of the model states this
 rank holds during and after the second backward (parameters, gradients and optimizer states all alive at once).
 
-    torchrun --nproc_per_node 2 benchmarks/train_memory_worker.py --zero-stage 2 --precision fp32 --out r.json
+    torchrun --nproc_per_node 2 benchmarks/train_memory_worker.py --configs 0:fp32 2:bf16 --out r.json
+
+Several configurations run one after the other in the same processes (start-up costs more than the measuring
+on 2 shared cores); each engine is freed before the next is built, and the bytes still alive from the previous
+one are recorded as `left_alive_after` (the census counts only what is reachable, so leftovers do not enter the
+next configuration's classes unless the engine still references them).
 
 How the bytes are counted: every live tensor (the garbage collector's objects, each parameter's .grad and,
 under ZeRO-3, its ds_tensor partition) is reduced to its storage (views of one flat buffer count once) and
@@ -125,22 +130,10 @@ def census(engine) -> dict[str, int]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zero-stage", type=int, required=True)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], required=True)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--intermediate", type=int, default=1408)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=8000)
-    ap.add_argument("--seq-len", type=int, default=64)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-
+def measure(stage: int, precision: str, args, rank: int, world: int) -> dict:
+    """Build, initialise and train two steps under one (ZeRO stage, precision); return this rank's figures."""
     import deepspeed
     import torch
-    import torch.distributed as dist
 
     from kamado.recipe import PretrainConfig
     from kamado.train.data import causal_lm_loss
@@ -148,24 +141,22 @@ def main() -> None:
     from kamado.train.model import Shape, build_model, llama_config
     from kamado.train.schedule import lr_multiplier
 
-    deepspeed.init_distributed(dist_backend="gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    cfg = PretrainConfig(zero_stage=args.zero_stage, precision=args.precision, seq_len=args.seq_len, micro_batch_size=1,
+    cfg = PretrainConfig(zero_stage=stage, precision=precision, seq_len=args.seq_len, micro_batch_size=1,
                          max_steps=10, warmup_steps=1)
     ds_config = deepspeed_config(cfg, world, "pretrain")
     gc.collect()
     rss0 = rss_bytes()
     torch.manual_seed(cfg.seed)
     shape = Shape(args.hidden, args.intermediate, args.layers, args.heads, args.heads, 2048)
-    model = build_model(llama_config(shape, args.vocab, 1, 2, 0), ds_config if args.zero_stage == 3 else None)
+    model = build_model(llama_config(shape, args.vocab, 1, 2, 0), ds_config if stage == 3 else None)
     n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-    del model, optimizer
+    del model, optimizer, scheduler
     gen = torch.Generator().manual_seed(rank)
-    measured: dict[str, dict] = {}
+    measured: dict = {}
 
     def in_backward(param) -> None:  # noqa: ARG001 - the last gradient of the backward has just been accumulated
         gc.collect()
@@ -184,14 +175,65 @@ def main() -> None:
         if step == 1:  # optimizer states exist (allocated at the first step) and the grads are still alive
             gc.collect()
             measured["after_backward"] = census(engine)
-            measured["rss_delta"] = rss_bytes() - rss0  # type: ignore[assignment]
+            measured["rss_delta"] = rss_bytes() - rss0
         engine.step()
-    result = {"rank": rank, "world": world, "zero_stage": args.zero_stage, "precision": args.precision,
-              "n_params": n_params, "optimizer_class": type(engine.optimizer).__name__, **measured}
-    gathered = [None] * world
-    dist.all_gather_object(gathered, result)
+    result = {"rank": rank, "world": world, "zero_stage": stage, "precision": precision, "n_params": n_params,
+              "optimizer_class": type(engine.optimizer).__name__, **measured}
+    # Free this engine before the next configuration is measured in the same process: drop the ZeRO-3 switch
+    # transformers reads (else the next model would be built partitioned) and every reference we hold.
+    if stage == 3:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    if hasattr(engine, "destroy"):
+        engine.destroy()
+    del engine, embedding, in_backward
+    gc.collect()
+    result["left_alive_after"] = census_all()
+    return result
+
+
+def census_all() -> int:
+    """Bytes of every tensor storage still alive (what a previous configuration may have left behind)."""
+    import torch
+
+    seen: dict[int, int] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor):
+            st = _storage(obj)
+            if st is not None:
+                seen[st[0]] = st[1]
+    return sum(seen.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", nargs="+", required=True, metavar="STAGE:PRECISION", help="e.g. 0:fp32 3:bf16")
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--intermediate", type=int, default=1408)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=8000)
+    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    import deepspeed
+    import torch.distributed as dist
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    results = []
+    for item in args.configs:
+        stage, precision = item.split(":")
+        r = measure(int(stage), precision, args, rank, world)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, r)
+        results.append(gathered)
+        if rank == 0:
+            print(f"[train_memory] ZeRO-{stage} {precision} measured", flush=True)
     if rank == 0:
-        args.out.write_text(json.dumps(gathered))
+        args.out.write_text(json.dumps(results))
     dist.barrier()
     dist.destroy_process_group()
 

@@ -209,7 +209,7 @@ def check_recipe(recipe: Recipe) -> None:
         if getattr(s, key) < 1:
             raise RecipeError(f"key 'slurm.{key}': must be at least 1, not {getattr(s, key)}")
     if s.max_array_tasks is not None and s.max_array_tasks < 1:
-        raise RecipeError(f"key 'slurm.max_array_tasks': must be at least 1 (or null: the cluster's MaxArraySize)")
+        raise RecipeError("key 'slurm.max_array_tasks': must be at least 1 (or null: the cluster's MaxArraySize)")
     if s.max_requeues < 0:
         raise RecipeError(f"key 'slurm.max_requeues': must be 0 or more, not {s.max_requeues}")
     if not 0 < s.signal_delay_s < s.time_minutes * 60:

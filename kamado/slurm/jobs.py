@@ -142,6 +142,7 @@ def _redeliver_early_usr1() -> None:
         while signal.getsignal(signal.SIGUSR1) is early:
             threading.Event().wait(0.2)
         if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+            print("[kamado] SIGUSR1 came before the training loop started; passed on to it now", flush=True)
             os.kill(os.getpid(), signal.SIGUSR1)
 
     threading.Thread(target=watch, daemon=True, name="kamado-early-usr1").start()
@@ -170,10 +171,13 @@ def train_rank(recipe: Recipe, stage: str) -> str:
     cannot change meanwhile (rank 0 only rewrites it after all ranks have trained). A requeued job runs this
     again: prepare() keeps the folder (same fingerprint) and the loop resumes from the newest checkpoint."""
     _redeliver_early_usr1()
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    print(f"[kamado] {stage}: rank {rank} of {os.environ.get('SLURM_NTASKS', '1')} started on "
+          f"{os.environ.get('SLURMD_NODENAME', '?')} (restart {os.environ.get('SLURM_RESTART_COUNT', '0')})", flush=True)
     ws = Workspace(recipe)
     workdir = str(ws.root)
     try:
-        if int(os.environ.get("SLURM_PROCID", "0")) == 0:
+        if rank == 0:
             def run(r: Recipe, ws: Workspace) -> StageResult:
                 _train(r, stage, workdir)
                 counts = json.loads((ws.stage_dir(stage) / "result.json").read_text())

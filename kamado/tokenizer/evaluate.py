@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import re
 import sys
@@ -106,8 +107,6 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     stem = path.name.removesuffix(".gz").removesuffix(".zst")
     jsonl = stem.endswith((".jsonl", ".json"))
     texts = []
-    import io
-
     with _open_bytes(path) as raw:
         for line_no, data in enumerate(io.BufferedReader(raw) if path.suffix == ".zst" else raw, start=1):
             try:

@@ -1,9 +1,11 @@
-"""Builders for the dedup tests: a corpus-stage recipe whose quality rules let every document through."""
+"""Builders for the dedup tests: a corpus-stage recipe whose quality rules let every document through, texts."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from kamado.recipe import QualityRules, load_recipe
 from tests.helpers import write_jsonl
@@ -31,3 +33,12 @@ def corpus_recipe(tmp_path: Path, shards: list[list[dict]], *overrides: str, num
         f"    - {{name: s, paths: [{', '.join(paths)}]}}\n", encoding="utf-8")
     n = num_shards or max(1, len(shards))
     return load_recipe(tmp_path / "r.yaml", [f"corpus.num_shards={n}", "corpus.workers=1", *rules_off(), *overrides])
+
+
+KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん山川田海空雨風花"
+
+
+def random_text(seed: int, n: int) -> str:
+    """Japanese-looking text whose 5-grams are practically unique: documents that share nothing by chance."""
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(list(KANA), n))

@@ -10,14 +10,8 @@ from kamado.corpus.dedup.exact import exact_key, fingerprint_text
 from kamado.corpus.dedup.lsh import all_pairs, band_keys, star_pairs, unique_pairs
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, shingle_hashes
 from kamado.corpus.dedup.store import CorruptInput, Outputs, write_outputs
+from tests.corpus.dedup_helpers import random_text
 from tests.helpers import write_jsonl
-
-KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん山川田海空雨風花"
-
-
-def random_text(seed: int, n: int) -> str:
-    rng = np.random.default_rng(seed)
-    return "".join(rng.choice(list(KANA), n))
 
 
 def test_fingerprint_drops_ruby_annotations_and_whitespace_only():

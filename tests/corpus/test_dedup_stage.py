@@ -9,8 +9,7 @@ from kamado.corpus.dedup import CorruptInput, num_tasks_for, run_phase
 from kamado.corpus.dedup.phases import dedup_dir
 from kamado.corpus.stage import run_shard
 from kamado.stage import Workspace, run_stages
-from tests.corpus.dedup_helpers import corpus_recipe
-from tests.corpus.test_dedup import random_text
+from tests.corpus.dedup_helpers import corpus_recipe, random_text
 from tests.helpers import SHARED_DATA, write_jsonl
 
 

@@ -12,12 +12,17 @@ Layout under <corpus>/work/dedup/:
     clusters/SSSSS.*   per filter shard: removed rows, the id each duplicates, kind, similarity; summary.*
     apply/SSSSS.*      per filter shard: final data shard written, counts, the duplicates.json entries
 
-Memory per task (measured by benchmarks/dedup_memory.py), with D documents in a filter shard and N in the corpus:
-    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1 KB × D at 200 permutations)
-    buckets     ~48 B × documents in its unit (≤ bucket_unit_docs, the number of units grows with N)
+Memory per task, with D documents in a filter shard and N in the corpus (benchmarks/dedup_memory.py measures
+it at 1x/4x/16x: flat for every phase without containment; with containment the buckets and verify tasks grow
+slowly, see the partial counts below):
+    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, +~0.8 KB with containment)
+    buckets     ~48 B × documents in its unit (≤ bucket_unit_docs; the number of units grows with N)
     verify      its slice of the candidate pairs (pairs sorted by slice in each bucket file) + their signature rows
     clusters    ~100 B × documents that have an edge (duplicates), one shard's ids at a time
     apply       one document at a time + its shard's removal list
+Containment with more than one key range writes partial co-occurrence counts (a pair's shared samples are
+spread over the ranges), summed in verify; their number grows with the pairs of documents that share a sampled
+shingle, which is what grows in the benchmark. With one range the counts are complete and pruned at once.
 """
 
 from __future__ import annotations
