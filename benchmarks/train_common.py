@@ -68,10 +68,8 @@ def steady_rate(rows: list[dict], warmup: int) -> tuple[float, int]:
     """Tokens per second over the steps after `warmup`: tokens of steps warmup+1..N over the wall time from the
     end of step `warmup` to the end of step N (each row: step, tokens, time at the end of the step)."""
     rows = sorted((r for r in rows if "tokens" in r), key=lambda r: r["step"])
+    warmup = max(warmup, 1)  # the first timed step needs the end time of the step before it
     if len(rows) <= warmup + 1:
         raise ValueError(f"only {len(rows)} steps recorded; need more than warmup={warmup} + 1")
-    start, timed = rows[warmup - 1] if warmup > 0 else None, rows[warmup:]
-    t0 = start["time"] if start else timed[0]["time"]
-    if start is None:  # no step before the first timed one: drop its tokens, its start time is unknown
-        timed = timed[1:]
-    return sum(r["tokens"] for r in timed) / (timed[-1]["time"] - t0), len(timed)
+    timed = rows[warmup:]
+    return sum(r["tokens"] for r in timed) / (timed[-1]["time"] - rows[warmup - 1]["time"]), len(timed)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import ROOT, bench_env, read_jsonl, run, steady_rate  # noqa: E402
+from train_common import bench_env, read_jsonl, run, steady_rate  # noqa: E402
 
 GOAL_MFU_H100 = 0.45
 RELEASE_PROMPTS = ["t4 t5 t6", "t7 t8"]  # the worker's final export runs the model on the release prompts
@@ -152,7 +152,8 @@ def main() -> None:
         sys.exit("train_gpu_mfu: CUDA is not available on this machine; this benchmark needs a GPU "
                  "(use --dry-run to check the plan on CPU)")
     n_params, config = model_size(args)
-    fpt = flops_per_token(n_params, config.num_hidden_layers, config.hidden_size, args.seq_len)
+    fpt = flops_per_token(n_params, config.num_hidden_layers, config.hidden_size, args.seq_len,
+                          embedding_params=config.vocab_size * config.hidden_size)
     tokens_per_step = args.micro_batch * args.grad_accum * args.seq_len
     train_tokens = (args.steps + 1) * tokens_per_step * 2 + args.seq_len + 1  # no sample seen twice
     gpu = torch.cuda.get_device_name() if cuda else "none (CPU)"
@@ -187,7 +188,7 @@ def main() -> None:
     tflops = rate * result["flops_per_token"] / 1e12
     mem = max((r.get("mem_allocated_mb") or r.get("max_rss_mb") or 0) for r in rows)
     print(f"\n{gpu}: {rate:,.0f} tokens/s over {n} steps, {tflops:.1f} TFLOP/s "
-          f"({result['parameters'] / 1e9:.3f}B params, {result['flops_per_token'] / 1e9:.2f} GFLOP/token), peak memory {mem:,.0f} MB")
+          f"({result['parameters']:,} params, {result['flops_per_token'] / 1e9:.3f} GFLOP/token), peak memory {mem:,.0f} MB")
     if peak:
         mfu = tflops / peak
         goal = f" (goal on H100 >= {GOAL_MFU_H100:.0%}: {'met' if mfu >= GOAL_MFU_H100 else 'NOT met'})" if "H100" in gpu else ""

@@ -42,8 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import (ROOT, TINY_RECIPE, bench_env, build_tiny_tokens, kamado_cmd, read_jsonl, run,  # noqa: E402
-                          steady_rate, torchrun_cmd)
+from train_common import TINY_RECIPE, build_tiny_tokens, kamado_cmd, read_jsonl, run, steady_rate, torchrun_cmd  # noqa: E402
 
 GOAL = 0.8
 
@@ -141,8 +140,8 @@ def main() -> None:
     if args.ddp_worker:
         ddp_worker(args.ddp_worker, args.ddp_out)
         return
-    if args.steps <= args.warmup + 1:
-        ap.error("--steps must exceed --warmup + 1")
+    if args.warmup < 1 or args.steps <= args.warmup + 1:
+        ap.error("need 1 <= --warmup < --steps - 1")
 
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="kamado-train-throughput-"))).resolve()
     t0 = time.time()

@@ -232,7 +232,7 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
               "Greedy samples:", ""]
     lines += [f"- 「{s['prompt']}」→「{s['completion']}」" for s in verification["samples"]]
     lines += ["", "## Limitations / 制約", "",
-              "- Hallucination: the model states false things fluently. Do not rely on its output without checking it.",
+              "- Hallucination: like every language model it is prone to hallucination, stating false things fluently. Do not rely on its output without checking it.",
               "- Bias: it reflects the biases and the narrow range of its training text (sources above).",
               "- Personal information: rule-based masking (e-mail, phone, postal codes) misses names and other identifiers; "
               "the model may reproduce personal information present in its training text.",

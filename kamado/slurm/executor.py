@@ -1,8 +1,10 @@
 """`kamado run --executor slurm`: submit every unfinished stage as submitit jobs and return at once.
 
-- corpus: a job array (one task per shard, `run_shard`), then one "finish" job (dedup, report, DONE.json);
+- corpus: a job array over the shards without a done-marker (grouped into at most slurm.max_array_tasks or the
+  cluster's MaxArraySize tasks, array_parallelism at once), then one "finish" job (dedup, report, DONE.json);
 - tokenizer, release: one single-task job each (the local code path, `run_one_stage`);
-- pretrain, sft, dpo: one job of nodes × nproc_per_node tasks, one rank per task (kamado.slurm.jobs.train_rank).
+- pretrain, sft, dpo: one job of nodes × nproc_per_node tasks, one rank per task (kamado.slurm.jobs.train_rank),
+  with SIGUSR1 slurm.signal_delay_s before the time limit (checkpoint and requeue: see kamado.slurm.jobs).
 Each stage's first job depends `afterok` on the previous stage's last job; a failed job cancels the rest of the
 chain (kill-on-invalid-dep). Job ids go to `<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/`.
 The cluster is checked (partition, node and CPU counts) before anything is submitted.
@@ -128,8 +130,9 @@ def plan(recipe: Recipe, stages: list[str], partition: str, max_array_size: int 
             params = _base_params(recipe, partition, stage, "train")
             params.update(nodes=cfg.nodes, ntasks_per_node=cfg.nproc_per_node,
                           srun_args=["--kill-on-bad-exit=1"])  # one failed rank ends the job instead of a hang
-            # SIGUSR1 (not submitit's USR2) to every task of the step, where the training loop listens for it
-            params["additional_parameters"] = {**params["additional_parameters"], "signal": f"USR1@{s.signal_delay_s}"}
+            # SIGUSR1 (not submitit's USR2) to every task of the step, where the training loop listens for it;
+            # a --signal in slurm.extra_sbatch still wins
+            params["additional_parameters"] = {"signal": f"USR1@{s.signal_delay_s}", **params["additional_parameters"]}
             if s.gpus_per_node > 0:
                 params["gpus_per_node"] = s.gpus_per_node
             specs.append(JobSpec(stage, "train", jobs.train_rank, [(recipe, stage)], params))
@@ -350,9 +353,19 @@ def verdict(done: bool, states: list[str]) -> str:
     return "not done"
 
 
+def submitted_recipe(recipe: Recipe) -> Recipe:
+    """The recipe the jobs run with (written at submit time, --set overrides included): status judges by it."""
+    if not (Path(recipe.workdir) / "recipe.resolved.yaml").is_file():
+        return recipe
+    from kamado.train.worker import load_workspace  # light: yaml only
+
+    return load_workspace(recipe.workdir).recipe
+
+
 def stage_status(recipe: Recipe) -> dict[str, dict]:
     """{stage: {"done", "state", "jobs": [{"id", "role", "states", ...}], "shards_done": [...] (corpus)}} for every
     stage with recorded jobs."""
+    recipe = submitted_recipe(recipe)
     ws = Workspace(recipe)
     out = {}
     for stage, entries in read_jobs(recipe).get("stages", {}).items():
@@ -379,6 +392,7 @@ def status(recipe: Recipe) -> int:
     if not _jobs_path(recipe).is_file():
         print(f"[kamado] no Slurm jobs recorded for {recipe.workdir} ({_jobs_path(recipe)} missing)")
         return 1
+    recipe = submitted_recipe(recipe)
     for stage, info in stage_status(recipe).items():
         jobs_text = "  ".join(f"{j['role']} {j['id']}: {_summarize(j['states'])}" for j in info["jobs"])
         line = f"{stage:<10} {info['state']:<9} {jobs_text}"

@@ -175,11 +175,10 @@ class TrainLoop:
                 first_loss = loss_all
             last_loss = loss_all if finite else last_loss
             spike = spikes(loss_all) if finite else False
+            now = time.time()  # before validation: tokens/s measures this step's training only
             val_loss = self.validate() if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps else None
             if env.rank == 0:
-                now = time.time()
                 tok_s = step_tokens / max(now - t_last, 1e-9)
-                t_last = now
                 tflops = tok_s * self.flops_per_token / 1e12 / env.world_size  # per device
                 record: dict[str, Any] = {
                     "step": self.step, "loss": round(loss_all, 6) if finite else None, "lr": self.engine.get_lr()[0],
@@ -204,6 +203,7 @@ class TrainLoop:
                     mfu = f" MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
                     print(f"[{self.task.name}] step {self.step}/{cfg.max_steps} loss {loss_all:.4f}{val} lr {record['lr']:.2e} "
                           f"{tok_s:,.0f} tok/s{mfu} {shown}{note}", flush=True)
+            t_last = time.time() if val_loss is not None else now
             if self.skipped.exhausted:
                 stopped = "nonfinite"
             elif not self._all(not self.stop.raised):  # any rank signalled
@@ -216,6 +216,7 @@ class TrainLoop:
                 break
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
                 self.save()
+                t_last = time.time()  # the next step's tokens/s measures training, not the save
         if not stopped:
             self.save()
         final_val = None if stopped else self.validate()

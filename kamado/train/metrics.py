@@ -14,9 +14,11 @@ import torch
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
 
 
-def flops_per_token(n_params: int, num_layers: int, hidden: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls with weights plus 12·L·d·s for attention scores (PaLM, App. B)."""
-    return 6.0 * n_params + 12.0 * num_layers * hidden * seq_len
+def flops_per_token(n_params: int, num_layers: int, hidden: int, seq_len: int, embedding_params: int = 0) -> float:
+    """Training FLOPs per token: 6N for the matmuls with weights plus 12·L·d·s for attention scores (PaLM, App. B).
+    The input embedding is a lookup, not a matmul: pass its size as `embedding_params` to leave it out of N
+    (an untied output layer is a real matmul and stays in)."""
+    return 6.0 * (n_params - embedding_params) + 12.0 * num_layers * hidden * seq_len
 
 
 def device_peak_tflops() -> float | None:

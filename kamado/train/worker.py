@@ -76,7 +76,8 @@ def run_worker(stage: str, workdir: str, build: Callable) -> int:
         print(f"[kamado] {stage}: {n_params:,} parameters, world size {env.world_size} ({backend}), "
               f"ZeRO-{cfg.zero_stage}, {cfg.precision}", flush=True)
     mc = model.config
-    flops = flops_per_token(n_params, mc.num_hidden_layers, mc.hidden_size, cfg.seq_len)
+    flops = flops_per_token(n_params, mc.num_hidden_layers, mc.hidden_size, cfg.seq_len,
+                            embedding_params=mc.vocab_size * mc.hidden_size)
     identity = {"model": {k: getattr(mc, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                                        "num_attention_heads", "num_key_value_heads")}}
     loop = TrainLoop(cfg, model, task, out_dir, env, device, flops_per_token=flops, identity=identity)

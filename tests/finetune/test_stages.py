@@ -1,5 +1,5 @@
-"""The fine-tuning stages run for real (torchrun, DeepSpeed ZeRO-2, 2 CPU ranks) after the demo pipeline's sft:
-reward model → DPO with LoRA (merged) → GRPO, then PPO, each asserting a real outcome."""
+"""The fine-tuning stages run for real (torchrun, DeepSpeed ZeRO-2, 2 CPU ranks) after the demo pipeline's pretrain:
+SFT → reward model → DPO with LoRA (merged) → GRPO, then PPO, each asserting a real outcome."""
 
 import json
 import shutil
@@ -20,31 +20,40 @@ def rows(ws: Workspace, stage: str) -> list[dict]:
     return [json.loads(line) for line in (ws.stage_dir(stage) / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
-TINY_RUN_OVERRIDES = ["pretrain.max_steps=40", "pretrain.checkpoint_every=20", "pretrain.log_every=10", "sft.max_steps=16"]
+TINY_RUN_OVERRIDES = ["pretrain.max_steps=40", "pretrain.checkpoint_every=20", "pretrain.log_every=10"]
 TOY = [{"prompt": f"{t}についてどう思いますか。", "chosen": f"{t}はとても大切なものです。", "rejected": f"{t}はだめだ。"}
        for t in TOPICS for _ in range(4)]
 
 
 @pytest.fixture(scope="module")
 def chain(tiny_run, tmp_path_factory):
-    """A copy of the demo run up to sft (same fingerprints), extended with reward, dpo (LoRA) and ppo (GRPO)."""
+    """A copy of the demo run up to pretrain (same fingerprints), then: sft on a toy set whose answers end in
+    「です。」 or 「だ。」 (half each: a policy that can do both, so RL has something to select), reward, dpo (LoRA)
+    and ppo (GRPO, rule reward 「です。」)."""
     tmp = tmp_path_factory.mktemp("ft-chain")
     src = Workspace(tiny_run).root
-    for stage in ("corpus", "tokenizer", "pretrain", "sft"):
+    for stage in ("corpus", "tokenizer", "pretrain"):
         shutil.copytree(src / stage, tmp / "run" / stage, ignore=shutil.ignore_patterns("checkpoints"))
     pref = write_jsonl(tmp / "toy_pref.jsonl", TOY)
-    prompts = EXAMPLES / "sft" / "instructions.jsonl"
+    sft = write_jsonl(tmp / "toy_sft.jsonl", [{"instruction": f"{t}についてどう思いますか。", "output": o}
+                                              for t in TOPICS for o in (f"{t}はとても大切なものです。", f"{t}はだめだ。")])
+    prompts = write_jsonl(tmp / "toy_prompts.jsonl", [{"prompt": f"{t}についてどう思いますか。"} for t in TOPICS])
     common = [*TINY_RUN_OVERRIDES, "stages=[corpus,tokenizer,pretrain,sft,reward,dpo,ppo]",
+              f"sft.data=[{sft}]", "sft.max_steps=30", "sft.lr=3e-3", "sft.validation_fraction=0.0",
               f"reward.data=[{pref}]", "reward.max_steps=30", "reward.validation_fraction=0.25", "reward.log_every=10",
               "dpo.max_steps=10", "dpo.lora.enabled=true", "dpo.lora.r=4", "dpo.lr=5e-3",
-              # the rule: answers ending in 「す。」 (です。/ます。) score 1; a response ends at its first 「。」 or EOS.
-              # (The demo's better-trained model learns the stricter 「です。」 rule: see the issue note.)
-              f"ppo.data=[{prompts}]", "ppo.reward_suffix=す。", "ppo.max_new_tokens=12", "ppo.max_steps=12",
-              "ppo.lr=1e-3", "ppo.log_every=4"]
+              # rule reward: answers that end in 「です。」 score 1; a response ends at its first 「。」 or EOS
+              f"ppo.data=[{prompts}]", "ppo.max_new_tokens=16", "ppo.max_steps=12", "ppo.lr=1e-3", "ppo.log_every=4"]
     grpo = tiny_recipe(tmp, *common, "ppo.algorithm=grpo", "ppo.micro_batch_size=2", "ppo.group_size=8")
-    assert run_stages(grpo, ["sft", "reward", "dpo", "ppo"]) == {"sft": "skipped", "reward": "done", "dpo": "done", "ppo": "done"}
+    assert run_stages(grpo, ["sft", "reward", "dpo", "ppo"]) == {"sft": "done", "reward": "done", "dpo": "done", "ppo": "done"}
     ppo = tiny_recipe(tmp, *common, "ppo.algorithm=ppo", "ppo.micro_batch_size=8")
     return Workspace(grpo), ppo
+
+
+def test_sft_loss_falls_on_the_toy_chat_set(chain):
+    ws, _ = chain
+    losses = [r["loss"] for r in rows(ws, "sft")]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
 
 
 def test_reward_model_separates_the_toy_preference(chain):

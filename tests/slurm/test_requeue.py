@@ -119,3 +119,29 @@ def test_training_job_checkpoints_requeues_and_resumes_with_the_same_losses(slur
     assert _losses(ws) == expected  # every step once, the same losses as the uninterrupted run
     assert ws.read_done("pretrain")["counts"]["last_loss"] == Workspace(local).read_done("pretrain")["counts"]["last_loss"]
     assert _job(job_id).get("JobState") == "COMPLETED"
+
+
+def test_requeued_shard_task_skips_the_shards_it_had_done(slurm_cluster, tmp_path):
+    """Corpus shard tasks are submitit Checkpointables: the time-limit signal (USR2, sent at once here) requeues
+    the task, and the restarted task skips every shard that has its done-marker."""
+    path = write_recipe(tmp_path, 1200, extra="  max_array_tasks: 1\n")  # one task does shards 0, 1, 2, 3 in turn
+    recipe = load_recipe(path)
+    ws = Workspace(recipe)
+    assert main(["corpus", str(path), "--executor", "slurm"]) == 0
+    array_id = json.loads((ws.root / "slurm" / "jobs.json").read_text())["stages"]["corpus"][0]["id"]
+    first = ws.stage_dir("corpus") / "work" / "filtered-00000.done.json"
+    try:
+        _wait(first.is_file, "shard 0 to finish")
+        assert not (ws.stage_dir("corpus") / "work" / "filtered-00003.done.json").exists()  # still running
+        done_before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first.parent.glob("filtered-*")
+                       if not p.name.endswith(".tmp")}
+        assert subprocess.run(["scancel", "--signal=USR2", array_id]).returncode == 0
+        wait_until_done(recipe, "corpus")
+    except BaseException:
+        subprocess.run(["scancel", array_id])
+        raise
+    assert _job(array_id).get("Restarts") == "1"
+    assert "Caught signal SIGUSR2" in "".join(p.read_text() for p in (ws.root / "slurm" / "corpus").glob("*_log.err"))
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in first.parent.glob("filtered-*")}
+    assert {k: after[k] for k in done_before} == done_before  # what was done before the requeue is untouched
+    assert len([n for n in after if n.endswith(".done.json")]) == 4

@@ -63,6 +63,7 @@ def test_spikes_and_nonfinite_guard():
 
 def test_flops_per_token():
     assert flops_per_token(1_000_000, 2, 64, 128) == 6e6 + 12 * 2 * 64 * 128
+    assert flops_per_token(1_000_000, 2, 64, 128, embedding_params=64_000) == 6 * 936_000 + 12 * 2 * 64 * 128
 
 
 def test_checkpoint_identity_mismatch_is_a_clear_error(tmp_path):
