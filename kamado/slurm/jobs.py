@@ -97,7 +97,7 @@ def _job_state(job_id: str) -> str | None:
     return None
 
 
-def _after_stop(recipe: Recipe, stage: str, workdir: str) -> None:
+def _after_stop(recipe: Recipe, stage: str) -> None:
     """Rank 0, after the loop checkpointed and stopped: requeue, leave it to Slurm, or fail. Raises in each case
     (Requeued or RuntimeError): the stage must not be marked done."""
     stopped_path = Workspace(recipe).stage_dir(stage) / "STOPPED.json"
@@ -156,7 +156,7 @@ def _train(recipe: Recipe, stage: str, workdir: str) -> None:
     if code == 0:
         return
     if code == STOPPED_EXIT_CODE and int(os.environ.get("SLURM_PROCID", "0")) == 0:
-        _after_stop(recipe, stage, workdir)
+        _after_stop(recipe, stage)
     if code == STOPPED_EXIT_CODE:  # other ranks: rank 0 decides; exit cleanly so srun does not kill it first
         raise Requeued(stage)
     raise RuntimeError(f"{stage}: training exited with code {code}")
