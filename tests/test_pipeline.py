@@ -35,7 +35,7 @@ def test_corpus_invariant_and_outputs(tiny_run):
             written += sum(1 for _ in fh)
     assert written == report["docs_kept"]
     # the sample's noisy web pages exercise every rule and the dedup
-    for reason in ("too_short", "low_japanese_fraction", "low_hiragana_fraction", "exact_duplicate"):
+    for reason in ("too_short", "low_japanese_fraction", "low_hiragana_fraction", "exact_duplicate", "near_duplicate"):
         assert report["dropped"].get(reason, 0) > 0, reason
     assert report["pii_masked"].get("email", 0) > 0 and report["pii_masked"].get("phone", 0) > 0
 
