@@ -571,8 +571,8 @@ def _check_release_eval(recipe: Recipe, where: str) -> None:
     rel = recipe.release
     if rel.dtype not in ("float32", "bfloat16"):
         raise RecipeError(f"{where}: key 'release.dtype': must be float32 or bfloat16, not {rel.dtype!r}")
-    if rel.from_stage is not None and rel.from_stage not in TRAINING_STAGES:
-        raise RecipeError(f"{where}: key 'release.from_stage': must be one of {', '.join(TRAINING_STAGES)}, not {rel.from_stage!r}")
+    if rel.from_stage is not None and rel.from_stage not in POLICY_STAGES:  # a reward model is not a release
+        raise RecipeError(f"{where}: key 'release.from_stage': must be one of {', '.join(POLICY_STAGES)}, not {rel.from_stage!r}")
     for i, task in enumerate(recipe.eval.tasks):
         if task.name not in EVAL_TASKS:
             raise RecipeError(f"{where}: key 'eval.tasks[{i}].name': unknown task {task.name!r} (known: {', '.join(EVAL_TASKS)})")

@@ -2,9 +2,7 @@
 fine-tuning adds to a model: LoRA adapters (merged into plain weights) and non-LM heads (the reward model's
 scalar head, saved as its own transformers class).
 
-train/worker.py calls its module-level `export_final` after the loop; finetune stages swap in `export_final`
-below for their own process only (a one-line hook in train/worker.py, e.g. an optional `export` returned by
-`build`, would make this swap unnecessary: see the issue note). For a plain causal LM it defers to train's.
+`run_worker(..., export=export_final)` uses the export below; for a plain causal LM it defers to train's.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import sys
 from typing import Callable
 
 from kamado.train.worker import STAGE_MODULES
-from kamado.train.worker import export_final as train_export_final  # bound here, before finetune_main swaps it
+from kamado.train.worker import export_final as train_export_final
 
 
 def finetune_main(stage: str, build: Callable) -> Callable[[list[str] | None], int]:
@@ -22,10 +20,9 @@ def finetune_main(stage: str, build: Callable) -> Callable[[list[str] | None], i
         if len(argv) != 1:
             print(f"usage: python -m {STAGE_MODULES[stage]} WORKDIR", file=sys.stderr)
             return 2
-        from kamado.train import worker
+        from kamado.train.worker import run_worker
 
-        worker.export_final = export_final
-        return worker.run_worker(stage, argv[0], build)
+        return run_worker(stage, argv[0], build, export=export_final)
 
     return main
 

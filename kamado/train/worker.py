@@ -48,7 +48,9 @@ def worker_main(stage: str, build: Callable) -> Callable[[list[str] | None], int
     return main
 
 
-def run_worker(stage: str, workdir: str, build: Callable) -> int:
+def run_worker(stage: str, workdir: str, build: Callable, export: Callable | None = None) -> int:
+    """One rank of a training stage. `export(loop, ws, stage, tokenizer, env)` writes `<stage>/hf` after the loop
+    (default: `export_final`; fine-tuning passes its own for LoRA merging and non-LM heads)."""
     start = time.time()
     from kamado.train.dist import from_environment
 
@@ -85,7 +87,7 @@ def run_worker(stage: str, workdir: str, build: Callable) -> int:
     if result.stopped:
         dist.destroy_process_group()
         return STOPPED_EXIT_CODE
-    export_final(loop, ws, stage, tokenizer, env)
+    (export or export_final)(loop, ws, stage, tokenizer, env)
     if env.rank == 0:
         summary = {
             "steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
