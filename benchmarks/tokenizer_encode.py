@@ -21,6 +21,7 @@ from pathlib import Path
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's kamado, not another install
 from tokenizer_common import load_sources, require_data  # noqa: E402
 
 from kamado.recipe import TokenizerConfig  # noqa: E402

@@ -79,16 +79,42 @@ def _iter_docs(path: Path) -> Iterator[dict]:
                     raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
 
 
+def encode_lines(sp, texts: list[str]) -> list[list[int]]:
+    """SentencePiece ids of each text, encoded line by line and joined with the newline's ids.
+
+    The same segmentation as encoding the whole text (no piece spans a newline: "\n" is a piece of its own or a
+    byte), but SentencePiece sums piece scores in float32 over the whole input, so on a long document rounding
+    can tip a near-tie the other way than Hugging Face (which splits at "\n" first and sums in float64).
+    Line by line, the shards hold what the exported HF tokenizer gives at inference time. One thread per process:
+    parallelism comes from shards (processes, array tasks)."""
+    newline = sp.encode("\n")
+    lines: list[str] = []
+    counts: list[int] = []
+    for text in texts:
+        parts = text.split("\n")
+        lines += parts
+        counts.append(len(parts))
+    encoded = sp.encode(lines, num_threads=1)
+    out, k = [], 0
+    for n in counts:
+        ids = list(encoded[k])
+        for part in encoded[k + 1 : k + n]:
+            ids += newline
+            ids += part
+        out.append(ids)
+        k += n
+    return out
+
+
 def _encoded(sp, texts: Iterator[str]) -> Iterator[list[int]]:
-    """One thread per process: parallelism comes from shards (processes, array tasks), not from threads."""
     batch: list[str] = []
     for text in texts:
         batch.append(text)
         if len(batch) == BATCH_DOCS:
-            yield from sp.encode(batch, num_threads=1)
+            yield from encode_lines(sp, batch)
             batch = []
     if batch:
-        yield from sp.encode(batch, num_threads=1)
+        yield from encode_lines(sp, batch)
 
 
 def encode_shard(sp_model: str, corpus_shard: str, tokens_dir: str, shard: int, validation_fraction: float) -> dict:

@@ -3,7 +3,8 @@
 Any SentencePiece `.model` file or Hugging Face tokenizer folder. Per tokenizer and text file: chars/token and
 bytes/token (compression), tokens per MeCab word (how finely words are cut), byte-fallback and unknown rates,
 round-trip identity (decode(encode(t)) == t) and, for a folder holding both tokenizer.json and tokenizer.model,
-the share of texts where Hugging Face and SentencePiece give the same ids.
+the share of texts where Hugging Face and SentencePiece give the same ids (and how many of the others are exact
+ties: the same pieces in another order, equally scored; see `segmentation_tie`).
 
     kamado tokenizer eval --tokenizer runs/x/tokenizer/hf ../shared/tokenizers/llmjp_*.model --text held.jsonl
 """
@@ -39,10 +40,20 @@ class Tokenizer:
     decode: Callable[[list[int]], str]
     byte_ids: frozenset[int]
     unk_id: int | None
-    reference: Callable[[list[str]], list[list[int]]] | None = None  # SentencePiece ids of an HF folder's .model
+    reference: object | None = None  # the SentencePiece processor of an HF folder's tokenizer.model
 
 
-def _sentencepiece(path: Path) -> Tokenizer:
+def segmentation_tie(sp, a: list[int], b: list[int]) -> bool:
+    """Two different id lists for one text that are equally good for the unigram model: the same total score
+    (within float32 rounding, which SentencePiece accumulates in). They arise where a text repeats a pattern
+    ("ばらんばらん", "…………………") and the same pieces can be put in another order; SentencePiece and HF break
+    such ties differently. A conversion bug would give a different score, not a tie."""
+    sa = sum(sp.get_score(i) for i in a)
+    sb = sum(sp.get_score(i) for i in b)
+    return sp.decode(a) == sp.decode(b) and abs(sa - sb) <= 1e-4 * max(len(a), len(b), 1)
+
+
+def _processor(path: Path):
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor()
@@ -50,6 +61,11 @@ def _sentencepiece(path: Path) -> Tokenizer:
         sp.load(str(path))
     except (OSError, RuntimeError) as exc:
         raise EvalInputError(f"{path}: not a SentencePiece model ({str(exc).splitlines()[0][:120]})") from None
+    return sp
+
+
+def _sentencepiece(path: Path) -> Tokenizer:
+    sp = _processor(path)
     n = sp.get_piece_size()
     return Tokenizer(
         name=path.name, kind="sentencepiece", vocab_size=n,
@@ -67,7 +83,7 @@ def _hf(path: Path) -> Tokenizer:
     vocab = tok.get_vocab()
     ref = None
     if (path / "tokenizer.model").is_file():
-        ref = _sentencepiece(path / "tokenizer.model").encode
+        ref = _processor(path / "tokenizer.model")
     return Tokenizer(
         name=path.name if path.name not in ("hf", "tokenizer") else f"{path.parent.name}/{path.name}", kind="hf",
         vocab_size=len(tok),
@@ -143,6 +159,7 @@ class Scores:
     unk_tokens: int = 0
     round_trip_ok: int = 0
     agree: int | None = None
+    ties: int = 0  # texts where HF and SentencePiece ids differ only by an equally scored segmentation
     mismatch_examples: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -157,6 +174,8 @@ class Scores:
             "round_trip": round(self.round_trip_ok / max(self.texts, 1), 6),
             "round_trip_failures": self.texts - self.round_trip_ok,
             "sp_hf_agreement": None if self.agree is None else round(self.agree / max(self.texts, 1), 6),
+            "sp_hf_ties": None if self.agree is None else self.ties,
+            "sp_hf_mismatches": None if self.agree is None else self.texts - self.agree - self.ties,
             "sp_hf_mismatch_examples": self.mismatch_examples,
         }
 
@@ -174,7 +193,7 @@ def evaluate(tok: Tokenizer, texts: list[str], words: int | None = None, batch: 
     for start in range(0, len(texts), batch):
         chunk = texts[start:start + batch]
         ids = tok.encode(chunk)
-        ref = tok.reference(chunk) if tok.reference is not None else None
+        ref = tok.reference.encode(chunk) if tok.reference is not None else None
         for j, (text, x) in enumerate(zip(chunk, ids)):
             s.texts += 1
             s.chars += len(text)
@@ -186,6 +205,8 @@ def evaluate(tok: Tokenizer, texts: list[str], words: int | None = None, batch: 
             if ref is not None:
                 if ref[j] == x:
                     s.agree += 1  # type: ignore[operator]
+                elif segmentation_tie(tok.reference, ref[j], x):
+                    s.ties += 1
                 elif len(s.mismatch_examples) < 3:
                     s.mismatch_examples.append(text[:60])
     return s
@@ -202,7 +223,7 @@ def compare(tokenizers: list[str | Path], text_files: list[str | Path], field: s
         per_file = {name: evaluate(tok, texts, words[name]) for name, texts in sets.items()}
         total = Scores(words=sum(words.values()), agree=None if tok.reference is None else 0)
         for sc in per_file.values():
-            for key in ("texts", "chars", "bytes", "tokens", "byte_tokens", "unk_tokens", "round_trip_ok"):
+            for key in ("texts", "chars", "bytes", "tokens", "byte_tokens", "unk_tokens", "round_trip_ok", "ties"):
                 setattr(total, key, getattr(total, key) + getattr(sc, key))
             if sc.agree is not None:
                 total.agree += sc.agree  # type: ignore[operator]

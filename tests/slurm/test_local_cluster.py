@@ -31,7 +31,7 @@ def _square(x):
 
 def _executor(folder):
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    ex.update_parameters(slurm_partition="debug", timeout_min=2, cpus_per_task=1, nodes=1, tasks_per_node=1)
+    ex.update_parameters(slurm_partition="debug", timeout_min=5, cpus_per_task=1, nodes=1, tasks_per_node=1)
     return ex
 
 

@@ -55,3 +55,11 @@ def test_a_rerun_encodes_only_missing_shards(small_model, tmp_path):
 
 def test_token_dtype_widens_past_uint16():
     assert token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
+
+
+def test_line_by_line_encoding_is_the_same_segmentation(small_model):
+    from kamado.tokenizer.encode import encode_lines
+
+    sp = spm.SentencePieceProcessor(model_file=str(small_model))
+    texts = [t for _, t in sample_docs()] + ["", "\n", "前\n\n後\n", "末尾の改行\n"]
+    assert encode_lines(sp, texts) == [sp.encode(t) for t in texts]

@@ -71,3 +71,16 @@ def test_reference_llm_jp_tokenizer_side_by_side(small_model, tmp_path):
     path = write_jsonl(tmp_path / "held.jsonl", [{"text": t} for t in TEXTS])
     rows = {r["vocab_size"]: r["all"] for r in compare([small_model, ref], [path], with_words=False)["results"]}
     assert rows[48_586]["round_trip"] == 1.0 and rows[48_586]["chars_per_token"] > 1.0
+
+
+def test_segmentation_ties_are_told_apart_from_mismatches(small_model):
+    """The same pieces in another order score the same (a tie both libraries may break differently); another
+    segmentation of the same text with another score is a real disagreement."""
+    from kamado.tokenizer.evaluate import segmentation_tie
+
+    sp = spm.SentencePieceProcessor(model_file=str(small_model))
+    one, four = sp.piece_to_id("▁"), sp.piece_to_id("▁▁▁▁")
+    assert sp.unk_id() not in (one, four)
+    assert segmentation_tie(sp, [one, four], [four, one])
+    assert not segmentation_tie(sp, [one] * 5, [four, one])
+    assert not segmentation_tie(sp, [one, four], [four])  # another text altogether
