@@ -42,6 +42,7 @@ class CorpusSource:
     html: str = "auto"  # auto (extract when the text is an HTML page) | always | never
     # Per-source overrides of corpus.rules, e.g. {min_chars: 100} for short leads; keys are QualityRules fields.
     rules: dict[str, Any] = field(default_factory=dict)
+    license: Optional[str] = None  # the source's licence, carried into report.json and the model card
 
 
 @dataclass

@@ -98,6 +98,7 @@ def test_model_card_holds_the_runs_numbers(tiny_run):
     assert f"kept {report['docs_kept']:,}" in card
     assert f"| pretrain | 40 | {result['tokens_trained']:,} |" in card
     assert "幻覚" in card and "hallucination" in card
+    assert "| kamado-sample-prose | Apache-2.0 (written for kamado) |" in card  # each source with its licence
 
 
 def test_rerun_skips_every_stage(tiny_run, capsys):

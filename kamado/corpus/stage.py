@@ -160,7 +160,7 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int) -> StageResult:
         "pii_masked": dict(pii),
         "per_source": per_source,
         "rules": {**vars(cfg.rules), "nfkc": cfg.nfkc, "mask_pii": cfg.mask_pii, "exact_dedup": cfg.exact_dedup},
-        "sources": [{"name": s.name, "paths": s.paths} for s in cfg.sources],
+        "sources": [{"name": s.name, "paths": s.paths, "license": s.license} for s in cfg.sources],
         "num_shards": num_shards,
     }
     report["dedup"] = _dedup_report(recipe, ws, dropped, dedup_phases)
