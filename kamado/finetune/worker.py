@@ -11,6 +11,7 @@ import sys
 from typing import Callable
 
 from kamado.train.worker import STAGE_MODULES
+from kamado.train.worker import consolidated_state
 from kamado.train.worker import export_final as train_export_final
 
 
@@ -56,12 +57,7 @@ def export_final(loop, ws, stage: str, tokenizer, env) -> None:
 
     unset_hf_deepspeed_config()
     if env.rank == 0:
-        if loop.cfg.zero_stage == 0:
-            state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
-        else:
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-            state = get_fp32_state_dict_from_zero_checkpoint(str(loop.ckpt_dir), tag=tag)
+        state = consolidated_state(loop, tag)
         if is_peft(module):
             model = merged_from_state(module, state)
         else:

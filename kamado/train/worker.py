@@ -124,12 +124,7 @@ def export_final(loop, ws, stage: str, tokenizer, env) -> None:
 
     unset_hf_deepspeed_config()
     if env.rank == 0:
-        if loop.cfg.zero_stage == 0:
-            state = {k: v.detach().float().cpu() for k, v in module.state_dict().items()}
-        else:
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-            state = get_fp32_state_dict_from_zero_checkpoint(str(loop.ckpt_dir), tag=tag)
+        state = consolidated_state(loop, tag)
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_config(module.config)
@@ -142,3 +137,13 @@ def export_final(loop, ws, stage: str, tokenizer, env) -> None:
         tokenizer.save_pretrained(hf_dir)
         torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, out_dir / "reference_logits.pt")
     dist.barrier()
+
+
+def consolidated_state(loop, tag: str) -> dict:
+    """Full fp32 weights of the trained model: the module's own under ZeRO-0, else merged from the ZeRO checkpoint
+    `tag` (works for stages 1–3, where no rank holds the fp32 master weights whole)."""
+    if loop.cfg.zero_stage == 0:
+        return {k: v.detach().float().cpu() for k, v in loop.engine.module.state_dict().items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return get_fp32_state_dict_from_zero_checkpoint(str(loop.ckpt_dir), tag=tag)
