@@ -112,7 +112,9 @@ def test_training_job_checkpoints_requeues_and_resumes_with_the_same_losses(slur
     assert resumed == [first_stop["step"], second_stop["step"]], log[-3000:]
     assert "requeued job" in log  # stop 1: the job requeued itself (stop 2: Slurm did; its log line is best effort,
     # as Slurm SIGKILLs the ranks KillWait=5 s after SIGTERM)
-    assert log.count("SIGUSR1 came before the training loop started") == 2  # on each rank
+    # The rank still importing torch got the signal early and passed it on; under load the other rank may already
+    # have built its loop (its handler then took the signal directly). Both stopped at step 1 either way (above).
+    assert 1 <= log.count("SIGUSR1 came before the training loop started") <= 2
 
     expected = _losses(Workspace(local))
     assert len(expected) == STEPS
