@@ -5,7 +5,9 @@ only: `pip install trl`.
     python benchmarks/finetune_throughput.py --model runs/tiny-cpu/sft/hf --steps 30
 
 Tokens are the non-padding tokens of the batches trained on (attention-mask sums), counted the same way for both.
-DPO timings include the reference log-prob pass (both compute it once before training) and count chosen+rejected.
+DPO timings include the reference log-prob pass (both compute it once before training) and count chosen+rejected;
+dpo-live runs the frozen reference model on every batch instead (kamado `dpo.reference: live`, TRL
+`precompute_ref_log_probs=False`).
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ def kamado_run(stage: str, model_dir: str, data: str, steps: int, batch: int, se
         task = SFTTask(train, val, tok.pad_token_id, cfg.seed)
     else:
         from kamado.finetune.dpo import DPOTask, load_pairs, reference_logps
+        from kamado.finetune.frozen import frozen_model
 
-        cfg = DPOConfig(**common, beta=0.1)
+        cfg = DPOConfig(**common, beta=0.1, reference="live" if stage == "dpo-live" else "precomputed")
         pairs, _ = load_pairs(cfg.data, tok, seq_len)
-        ref = reference_logps(model, pairs, tok.pad_token_id, torch.device("cpu"))
-        task = DPOTask(pairs, ref, tok.pad_token_id, cfg.beta, cfg.seed)
+        if cfg.reference == "live":  # a frozen copy of the model runs on every batch
+            task = DPOTask(pairs, None, tok.pad_token_id, cfg.beta, cfg.seed,
+                           ref_model=frozen_model(load_model(Path(model_dir)), cfg, 1, torch.device("cpu")))
+        else:
+            ref = reference_logps(model, pairs, tok.pad_token_id, torch.device("cpu"))
+            task = DPOTask(pairs, ref, tok.pad_token_id, cfg.beta, cfg.seed)
     loop = TrainLoop(cfg, model, task, out, env, torch.device("cpu"))
     result = loop.run()
     return time.time() - t0, result.tokens
@@ -113,7 +120,7 @@ def trl_run(stage: str, model_dir: str, data: str, steps: int, batch: int, seq_l
         ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
                                  "chosen": [{"role": "assistant", "content": r["chosen"]}],
                                  "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in recs])
-        args = DPOConfig(**common, beta=0.1, max_length=seq_len, precompute_ref_log_probs=True)
+        args = DPOConfig(**common, beta=0.1, max_length=seq_len, precompute_ref_log_probs=stage == "dpo")
         trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
     counter = _Counting(trainer.data_collator)
     trainer.data_collator = counter
@@ -129,12 +136,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=("sft", "dpo"))
+    ap.add_argument("--only", choices=("sft", "dpo", "dpo-live"))
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
-    for stage, data, batch, lr in (("sft", a.sft_data, 4, 1e-3), ("dpo", a.dpo_data, 2, 5e-4)):
+    for stage, data, batch, lr in (("sft", a.sft_data, 4, 1e-3), ("dpo", a.dpo_data, 2, 5e-4), ("dpo-live", a.dpo_data, 2, 5e-4)):
         if a.only and stage != a.only:
             continue
         ks, kt = kamado_run(stage, a.model, data, a.steps, batch, a.seq_len, lr)

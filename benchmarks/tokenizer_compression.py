@@ -8,6 +8,7 @@ and 5% of the prose/web documents held back by a hash of their text. Every token
     python benchmarks/tokenizer_compression.py                 # final recipe at 32k and 48k + references (~10 min)
     python benchmarks/tokenizer_compression.py --ablations     # + one row per choice at 48k (sampled input)
     python benchmarks/tokenizer_compression.py --sizes 100000 300000 1000000   # time / memory vs input lines
+    python benchmarks/tokenizer_compression.py --vocab 48000 --side --prune-from 64000   # side rows + pruning
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import random
 import resource
 import sys
 import tempfile
@@ -65,7 +67,10 @@ def _train_child(cfg_dict: dict, text: str, prefix: str, threads: int, queue) ->
     queue.put({"seconds": time.time() - start, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
-def train(name: str, cfg_dict: dict, sources: dict, work: Path, threads: int) -> dict:
+def train(name: str, cfg_dict: dict, sources: dict, work: Path, threads: int, keep_sample: int = 0) -> dict:
+    """Train in a child process; with keep_sample, also return that many seeded random lines of the training text
+    (the pruning rows count piece use on them, as the trainer's own sample is not written out)."""
+    from kamado.tokenizer.presplit import DELIMITER
     from kamado.tokenizer.train import write_training_text
 
     cfg = TokenizerConfig(**cfg_dict)
@@ -82,8 +87,13 @@ def train(name: str, cfg_dict: dict, sources: dict, work: Path, threads: int) ->
     if p.exitcode != 0:
         raise SystemExit(f"training {name} failed (exit {p.exitcode})")
     res = q.get()
+    sample = []
+    if keep_sample:
+        lines = text.read_text(encoding="utf-8").replace(DELIMITER, "").splitlines()
+        sample = random.Random(0).sample(lines, min(keep_sample, len(lines)))
     text.unlink()
-    return {"model": str(work / f"{name}.model"), "lines": stats.lines, "chars": stats.chars, "prep_s": prep, **res}
+    return {"model": str(work / f"{name}.model"), "lines": stats.lines, "chars": stats.chars, "prep_s": prep,
+            "sample": sample, **res}
 
 
 def evaluate_model(model: str, sets: dict[str, list[str]]) -> dict:
@@ -106,12 +116,65 @@ def evaluate_model(model: str, sets: dict[str, list[str]]) -> dict:
     return out
 
 
+def cut_by_score(model: str, vocab_size: int, out: Path) -> None:
+    """The control for pruning by use: keep the highest-scored pieces (what SentencePiece's final cut does)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    from kamado.tokenizer.prune import _protected
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(Path(model).read_bytes())
+    free = vocab_size - sum(_protected(p) for p in proto.pieces)
+    best = set(sorted((i for i, p in enumerate(proto.pieces) if not _protected(p)), key=lambda i: -proto.pieces[i].score)[:free])
+    kept = [p for i, p in enumerate(proto.pieces) if _protected(p) or i in best]
+    del proto.pieces[:]
+    proto.pieces.extend(kept)
+    proto.trainer_spec.vocab_size = len(kept)
+    out.write_bytes(proto.SerializeToString())
+
+
+def prune_rows(samples: dict, big: int, small: int, work: Path, sets: dict) -> list[dict]:
+    """Vocabulary pruning and re-scoring rows: the `big` model cut to `small` pieces in three ways, and the
+    `small` model (if trained in this run) re-scored from its Viterbi counts without pruning."""
+    from kamado.tokenizer.prune import prune_model, rescore_model
+
+    model, sample = samples[big]
+    rows = []
+    tag = f"{big // 1000}k → {small // 1000}k"
+    out = work / "score.model"
+    t0 = time.time()
+    cut_by_score(model, small, out)
+    rows.append({"tokenizer": f"final {tag}, top pieces by score", **evaluate_model(str(out), sets), "prune_s": time.time() - t0})
+    for rescoring in ("renormalize", "viterbi"):
+        out = work / f"use-{rescoring}.model"
+        t0 = time.time()
+        prune_model(model, sample, small, out, rescoring=rescoring)
+        rows.append({"tokenizer": f"final {tag}, pruned by use, {rescoring}", **evaluate_model(str(out), sets),
+                     "prune_s": time.time() - t0})
+    if small in samples:
+        out = work / "rescored.model"
+        rescore_model(samples[small][0], samples[small][1], out, "viterbi")
+        rows.append({"tokenizer": f"final {small // 1000}k, Viterbi re-scored (no pruning)", **evaluate_model(str(out), sets)})
+    for r in rows:
+        print(f"  {r['tokenizer']}: {r['all']:.3f} chars/token", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--vocab", type=int, nargs="+", default=[32_000, 48_000])
+    ap.add_argument("--vocab", type=int, nargs="*", default=[32_000, 48_000],
+                    help="final recipe at these sizes (`--vocab` alone: none, e.g. for a --sizes sweep only)")
     ap.add_argument("--sample-lines", type=int, default=600_000, help="input_sentence_size: lines the trainer samples")
     ap.add_argument("--ablations", action="store_true", help="one row per recipe choice, at 48k")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[], help="also train the final 48k recipe at these sample sizes")
+    ap.add_argument("--side", action="store_true",
+                    help="only the one-change rows (digits not split, MeCab pre-split, BPE) + the final recipe, "
+                         "at --side-vocab, without the cumulative chain of --ablations")
+    ap.add_argument("--side-vocab", type=int, default=48_000)
+    ap.add_argument("--prune-from", type=int, default=0,
+                    help="train the final recipe at this vocabulary, prune it to --prune-to by use on the sample")
+    ap.add_argument("--prune-to", type=int, default=48_000)
+    ap.add_argument("--sizes", type=int, nargs="*", default=[], help="also train the final recipe at these sample sizes")
+    ap.add_argument("--sizes-vocab", type=int, default=48_000, help="vocabulary of the --sizes runs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-chars", type=int, default=400_000, help="characters per evaluation set")
     ap.add_argument("--json", help="write all figures here")
@@ -135,19 +198,36 @@ def main() -> None:
     for v in args.vocab:
         if not (args.ablations and v == 48_000):  # the last ablation step is the final recipe at 48k
             runs.append((f"kamado final {v // 1000}k", final_recipe(v)))
+    if args.prune_from:
+        runs.append((f"kamado final {args.prune_from // 1000}k (pruning source)", final_recipe(args.prune_from)))
+    if args.side and not args.ablations:
+        if args.side_vocab not in args.vocab:
+            runs.append((f"kamado final {args.side_vocab // 1000}k", final_recipe(args.side_vocab)))
+        for label, change in SIDE:
+            runs.append((label.replace("final", f"final {args.side_vocab // 1000}k"),
+                         {**final_recipe(args.side_vocab), **change}))
     for n in args.sizes:
-        runs.append((f"kamado final 48k, {n:,} lines", {**final_recipe(48_000), "input_sentence_size": n}))
+        runs.append((f"kamado final {args.sizes_vocab // 1000}k, {n:,} lines",
+                     {**final_recipe(args.sizes_vocab), "input_sentence_size": n}))
 
     rows = []
+    samples: dict[int, tuple[str, list[str]]] = {}  # vocab → (model, training-text sample) for the pruning rows
     with tempfile.TemporaryDirectory(prefix="kamado-tokbench-") as tmp:
         for i, (label, cfg) in enumerate(runs):
             cfg.setdefault("input_sentence_size", args.sample_lines)
-            t = train(f"run{i}", cfg, data["train"], Path(tmp), args.threads)
+            keep = args.sample_lines if (args.prune_from and (cfg["vocab_size"] in (args.prune_from, args.prune_to))
+                                         and label.startswith("kamado final")) else 0
+            t = train(f"run{i}", cfg, data["train"], Path(tmp), args.threads, keep_sample=keep)
+            if keep:
+                samples[cfg["vocab_size"]] = (t["model"], t["sample"])
             r = {"tokenizer": label, **evaluate_model(t["model"], sets), "train_s": t["seconds"],
                  "peak_rss_mb": t["peak_rss_mb"], "lines_in": t["lines"], "sampled": min(t["lines"], cfg["input_sentence_size"]),
                  "config": {k: v for k, v in cfg.items()}}
             rows.append(r)
-            print(f"  trained {label}: {r['all']:.3f} chars/token, {t['seconds']:.0f} s, {t['peak_rss_mb']:.0f} MB", flush=True)
+            print(f"  trained {label}: {r['all']:.3f} chars/token, {t['seconds']:.0f} s, {t['peak_rss_mb']:.0f} MB, "
+                  f"{r['sampled']:,} of {t['lines']:,} lines", flush=True)
+            if args.prune_from and label.endswith("(pruning source)"):
+                rows += prune_rows(samples, args.prune_from, args.prune_to, Path(tmp), sets)
         for ref in reference_models():
             rows.append({"tokenizer": ref.name, **evaluate_model(str(ref), sets)})
 

@@ -27,7 +27,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                    help="override a recipe key, e.g. --set pretrain.lr=3e-4 (repeatable)")
     p.add_argument("--workdir", help="run folder (default: the recipe's workdir)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where stages run (default: local)")
-    p.add_argument("--dry-run", action="store_true", help="with --executor slurm: print the sbatch scripts instead of submitting")
+    p.add_argument("--dry-run", action="store_true", help="with --executor slurm: write and print the sbatch scripts and a submit.sh that submits them, instead of submitting")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -269,6 +269,9 @@ class DPOConfig(TrainConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo (Azar et al. 2023, on per-token mean log-probs)
     label_smoothing: float = 0.0  # sigmoid only: conservative DPO, the assumed rate of flipped preference labels
+    # precomputed: reference log-probs from one pass before training (no second model in memory);
+    # live: a frozen copy of the starting model runs beside the policy each step (a ZeRO-3 inference engine under ZeRO-3)
+    reference: str = "precomputed"
     lr: float = 5e-4
     max_steps: int = 20
     warmup_steps: int = 2
@@ -292,6 +295,8 @@ class PPOConfig(TrainConfig):
     temperature: float = 1.0
     group_size: int = 4  # grpo
     ppo_epochs: int = 2  # optimisation passes over each batch of rollouts
+    minibatches: int = 1  # each pass splits the rollout batch into this many optimizer steps (DeepSpeed-Chat, OpenRLHF)
+    value_from: str = "auto"  # value model's start: policy | reward (the reward stage's model) | auto: reward if staged
     clip_range: float = 0.2
     value_clip: float = 0.2
     vf_coef: float = 0.5
@@ -366,6 +371,11 @@ class SlurmConfig:
     gpus_per_node: int = 0
     array_parallelism: int = 64  # array tasks of a data stage running at once (the "%N" of --array)
     max_array_tasks: Optional[int] = None  # shards are grouped into at most this many tasks (None: MaxArraySize)
+    # corpus dedup phases as job arrays (None: when corpus.dedup.near or decontamination is on; else the finish job
+    # runs them, exact dedup being one hash per document) and the array size of the buckets and verify phases,
+    # whose work units are known only once the phase before ran (None: corpus.num_shards)
+    dedup_arrays: Optional[bool] = None
+    dedup_tasks: Optional[int] = None
     max_requeues: int = 3  # a job stops requeueing itself once SLURM_RESTART_COUNT reaches this
     signal_delay_s: int = 120  # training ranks get SIGUSR1 this long before the time limit: checkpoint, requeue
     extra_sbatch: list[str] = field(default_factory=list)  # raw "#SBATCH" lines without the prefix
@@ -552,6 +562,8 @@ def _check_values(recipe: Recipe, where: str) -> None:
 def _check_finetune(recipe: Recipe, where: str) -> None:
     if recipe.dpo.loss_type not in ("sigmoid", "ipo"):
         raise RecipeError(f"{where}: key 'dpo.loss_type': must be sigmoid or ipo, not {recipe.dpo.loss_type!r}")
+    if recipe.dpo.reference not in ("precomputed", "live"):
+        raise RecipeError(f"{where}: key 'dpo.reference': must be precomputed or live, not {recipe.dpo.reference!r}")
     if not 0.0 <= recipe.dpo.label_smoothing < 0.5:
         raise RecipeError(f"{where}: key 'dpo.label_smoothing': must be in [0, 0.5), not {recipe.dpo.label_smoothing}")
     ppo = recipe.ppo
@@ -561,6 +573,12 @@ def _check_finetune(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: key 'ppo.reward': must be rule or model, not {ppo.reward!r}")
     if ppo.reward == "model" and "ppo" in recipe.stages and "reward" not in recipe.stages:
         raise RecipeError(f"{where}: key 'ppo.reward': 'model' needs the reward stage in 'stages'")
+    if ppo.value_from not in ("auto", "policy", "reward"):
+        raise RecipeError(f"{where}: key 'ppo.value_from': must be auto, policy or reward, not {ppo.value_from!r}")
+    if ppo.value_from == "reward" and "ppo" in recipe.stages and "reward" not in recipe.stages:
+        raise RecipeError(f"{where}: key 'ppo.value_from': 'reward' needs the reward stage in 'stages'")
+    if ppo.minibatches < 1 or ppo.ppo_epochs < 1:
+        raise RecipeError(f"{where}: key 'ppo.minibatches'/'ppo.ppo_epochs': must be at least 1")
     if ppo.algorithm == "grpo" and ppo.group_size < 2:
         raise RecipeError(f"{where}: key 'ppo.group_size': GRPO needs at least 2 samples per prompt")
 
@@ -599,8 +617,10 @@ def check_inputs(recipe: Recipe, stages: list[str], where: str = "recipe") -> No
                 raise RecipeError(
                     f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): empty corpus: {', '.join(files)} hold no record")
     if "pretrain" in stages:
+        own_tokens = os.path.join(recipe.workdir, "tokenizer", "tokens")  # this run's tokenizer stage writes them
         for j, source in enumerate(recipe.pretrain.data):
-            if not os.path.isfile(os.path.join(source.path, "index.json")):
+            made_here = "tokenizer" in stages and os.path.normpath(source.path) == os.path.normpath(own_tokens)
+            if not made_here and not os.path.isfile(os.path.join(source.path, "index.json")):
                 raise RecipeError(f"{where}: key 'pretrain.data[{j}].path': no token shards (index.json) in {source.path}")
             if source.weight <= 0:
                 raise RecipeError(f"{where}: key 'pretrain.data[{j}].weight': must be positive")

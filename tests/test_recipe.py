@@ -15,10 +15,15 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
+# Recipes that start from another recipe's run: those inputs exist only once it ran, so the test named here checks
+# them against that run (and this one checks the rest).
+FROM_ANOTHER_RUN = {"continued-pretraining.yaml": "tests/finetune/test_continued_pretraining.py"}
+
+
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads_and_its_inputs_exist(recipe):
     r = load_recipe(recipe)
-    check_inputs(r, r.stages, str(recipe))
+    check_inputs(r, ["corpus"] if recipe.name in FROM_ANOTHER_RUN else r.stages, str(recipe))
     assert r.stages[0] == "corpus" and Path(r.workdir).is_absolute()
 
 

@@ -39,6 +39,11 @@ def _shard_name(shard: int) -> str:
     return f"{shard:05d}"
 
 
+def shard_done_path(ws: Workspace, shard: int) -> Path:
+    """The done-marker `run_shard` writes last: a shard that has it is finished (executors skip such shards)."""
+    return _work(ws) / f"filtered-{_shard_name(shard)}.done.json"
+
+
 def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dict:
     """Filter one shard: records whose running index (over all sources, in order) ≡ shard mod num_shards.
 
@@ -49,7 +54,7 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     work = _work(ws)
     work.mkdir(parents=True, exist_ok=True)
     name = _shard_name(shard)
-    done_path = work / f"filtered-{name}.done.json"
+    done_path = shard_done_path(ws, shard)
     if done_path.is_file():
         return json.loads(done_path.read_text())
     # one rule chain per distinct rule set: sources may override corpus.rules (corpus.sources[i].rules)
@@ -109,20 +114,23 @@ def _read_gz_jsonl(path: Path):
             yield json.loads(line)
 
 
-def finish(recipe: Recipe, ws: Workspace, num_shards: int) -> StageResult:
-    """Global dedup over all filtered shards (kamado.corpus.dedup's sharded phases), final shards, report."""
+def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | None = None) -> StageResult:
+    """Global dedup over all filtered shards (kamado.corpus.dedup's sharded phases), final shards, report.
+
+    `dedup_phases`: the phases' {name: {tasks, seconds, ...}} when they ran before as Slurm job arrays (their
+    outputs are read here, and a missing one is an error); None: they run here, in a process pool."""
     cfg = recipe.corpus
     folder = ws.stage_dir("corpus")
-    work = _work(ws)
     shard_stats = []
     for shard in range(num_shards):
-        done = work / f"filtered-{_shard_name(shard)}.done.json"
+        done = shard_done_path(ws, shard)
         if not done.is_file():
             raise RuntimeError(f"corpus shard {shard} of {num_shards} is not done ({done} missing)")
         shard_stats.append(json.loads(done.read_text()))
 
     # Exact, near and contained duplicates, contamination: each cluster keeps its first document in input order.
-    dedup_phases = dedup.run_local(recipe, ws, max(1, min(cfg.workers, num_shards)))
+    if dedup_phases is None:
+        dedup_phases = dedup.run_local(recipe, ws, max(1, min(cfg.workers, num_shards)))
     dropped: Counter = Counter()
     for s in shard_stats:
         dropped.update(s["dropped"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from kamado.corpus.readers import open_text
+from kamado.jsonl import RecordError, iter_jsonl, need
 
 # The Japanese Alpaca-style template used by llm-jp-sft and many Japanese instruction sets.
 PROMPT = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。\n\n### 指示:\n{instruction}\n\n### 応答:\n"
@@ -36,38 +36,44 @@ def format_prompt(instruction: str, input_text: str = "") -> str:
     return PROMPT.format(instruction=instruction)
 
 
-class BadRecord(ValueError):
+class BadRecord(RecordError):
     pass
 
 
 @dataclass
 class Rejected:
-    """Records not used, by reason: counted and reported, never silently lost."""
+    """Records not used, by reason: counted and reported, never silently lost. `where` keeps the `file:line` of
+    the first MAX_WHERE rejected (or truncated) records of each reason, so a user can find them."""
 
     counts: dict[str, int] = field(default_factory=dict)
     truncated: int = 0  # used, but cut to the sequence length (kept records, so not in `counts`)
+    where: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, reason: str) -> None:
+    MAX_WHERE = 20
+
+    def add(self, reason: str, where: str = "") -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
+        self._note(reason, where)
+
+    def add_truncated(self, where: str = "") -> None:
+        self.truncated += 1
+        self._note("truncated", where)
+
+    def _note(self, reason: str, where: str) -> None:
+        seen = self.where.setdefault(reason, [])
+        if where and len(seen) < self.MAX_WHERE:
+            seen.append(where)
 
 
 def read_records(paths: list[str], required: tuple[str, ...] = ()) -> list[tuple[str, int, dict]]:
+    """(file, line, record) of every record; a line that is not a JSON object, or lacks a `required` string
+    field, raises BadRecord naming file, line and field."""
     out = []
     for path in paths:
-        with open_text(path) as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadRecord(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-                if not isinstance(rec, dict):
-                    raise BadRecord(f"{path}:{line_no}: not a JSON object")
-                for key in required:
-                    if not isinstance(rec.get(key), str):
-                        raise BadRecord(f"{path}:{line_no}: field '{key}' missing or not a string")
-                out.append((path, line_no, rec))
+        for line_no, rec in iter_jsonl(path, BadRecord):
+            for key in required:
+                need(rec, key, str, f"{path}:{line_no}", BadRecord)
+            out.append((path, line_no, rec))
     return out
 
 
@@ -107,7 +113,7 @@ def is_held_back(i: int, fraction: float) -> bool:
 
 def write_rejections(path: Path, rejected: Rejected, used: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"used": used, "rejected": rejected.counts, "truncated": rejected.truncated}
+    report = {"used": used, "rejected": rejected.counts, "truncated": rejected.truncated, "where": rejected.where}
     path.write_text(json.dumps(report, ensure_ascii=False, indent=2))
 
 

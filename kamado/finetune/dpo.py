@@ -1,9 +1,12 @@
 """DPO (Rafailov et al. 2023): sigmoid loss on the policy/reference log-ratio margin of chosen over rejected;
 options: IPO (Azar et al. 2023) and label smoothing (conservative DPO, Mitchell 2023), as TRL defines them.
 
-Reference log-probs are computed once, in a pass before training, from the starting model: no second model
-lives beside the policy, and the same pass works under ZeRO-3 (the model is still whole on every rank then,
-TRL #2985). The pass is split across ranks (pair i on rank i mod world) and all-gathered.
+Reference log-probs (`dpo.reference`): `precomputed` (default) computes them once, in a pass before training,
+from the starting model: no second model lives beside the policy, and the same pass works under ZeRO-3 (the model
+is still whole on every rank then, TRL #2985); the pass is split across ranks (pair i on rank i mod world) and
+all-gathered. `live` keeps a frozen copy of the starting model and runs it on each batch (finetune/frozen.py: a
+ZeRO-3 inference engine under ZeRO-3), as TRL and DeepSpeed-Chat do: the memory of a second model for no data
+pass, and the choice when the pairs are too many to precompute or change during training.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kamado.finetune.data import Rejected, encode_conversation, pad_batch, read_records, write_rejections
+from kamado.finetune.frozen import elements_held, frozen_model
 from kamado.finetune.lora import maybe_apply_lora
 from kamado.finetune.worker import finetune_main
 from kamado.train.data import SampleOrder
@@ -49,11 +53,15 @@ def dpo_loss(pol_c, pol_r, ref_c, ref_r, beta: float, loss_type: str = "sigmoid"
 
 
 class DPOTask:
+    """`ref_logps` (pairs × 2, precomputed) or `ref_model` (a frozen model run on each batch): one of the two."""
+
     name = "dpo"
 
-    def __init__(self, pairs, ref_logps: torch.Tensor, pad_id: int, beta: float, seed: int,
-                 loss_type: str = "sigmoid", label_smoothing: float = 0.0):
-        self.pairs, self.ref, self.pad_id, self.beta = pairs, ref_logps, pad_id, beta
+    def __init__(self, pairs, ref_logps: torch.Tensor | None, pad_id: int, beta: float, seed: int,
+                 loss_type: str = "sigmoid", label_smoothing: float = 0.0, ref_model=None):
+        if (ref_logps is None) == (ref_model is None):
+            raise ValueError("DPOTask needs precomputed reference log-probs or a reference model, not both or neither")
+        self.pairs, self.ref, self.ref_model, self.pad_id, self.beta = pairs, ref_logps, ref_model, pad_id, beta
         self.loss_type, self.label_smoothing = loss_type, label_smoothing
         self.order = SampleOrder(len(pairs), seed)
 
@@ -70,14 +78,24 @@ class DPOTask:
     def val_batches(self, micro_batch: int, limit: int = 8):
         return iter(())
 
+    def reference(self, batch: dict) -> torch.Tensor:
+        """(pairs in the batch × 2) reference log-probs: looked up, or from the live reference model."""
+        n = batch["pair_index"].numel()
+        if self.ref_model is None:
+            return self.ref[batch["pair_index"].cpu()].to(batch["input_ids"].device)
+        with torch.no_grad():
+            lp = sequence_logps(self.ref_model, batch, average=self.loss_type == "ipo")
+        return torch.stack([lp[:n], lp[n:]], dim=1)
+
     def loss(self, model, batch: dict):
         n = batch["pair_index"].numel()
         logps = sequence_logps(model, batch, average=self.loss_type == "ipo")
-        ref = self.ref[batch["pair_index"].cpu()].to(logps.device)
+        ref = self.reference(batch).to(logps.device)
         loss, rc, rr = dpo_loss(logps[:n], logps[n:], ref[:, 0], ref[:, 1], self.beta, self.loss_type, self.label_smoothing)
         return loss, {"reward_chosen": rc.mean().item(), "reward_rejected": rr.mean().item(),
                       "reward_margin": (rc - rr).mean().item(), "reward_accuracy": (rc > rr).float().mean().item(),
-                      "logp_margin": (logps[:n] - logps[n:]).detach().mean().item()}
+                      "logp_margin": (logps[:n] - logps[n:]).detach().mean().item(),
+                      "ref_logp_chosen": ref[:, 0].mean().item(), "ref_logp_rejected": ref[:, 1].mean().item()}
 
 
 def load_pairs(paths: list[str], tokenizer, seq_len: int, with_lines: bool = False):
@@ -86,19 +104,24 @@ def load_pairs(paths: list[str], tokenizer, seq_len: int, with_lines: bool = Fal
     rejected = Rejected()
     pairs, where = [], []
     for path, line_no, rec in read_records(paths, ("prompt", "chosen", "rejected")):
-        if rec["chosen"].strip() == rec["rejected"].strip():
-            rejected.add("chosen_equals_rejected")
-            continue
+        at = f"{path}:{line_no}"
         if not rec["chosen"].strip() or not rec["rejected"].strip():
-            rejected.add("empty_response")
+            rejected.add("empty_response", at)
+            continue
+        if rec["chosen"].strip() == rec["rejected"].strip():
+            rejected.add("chosen_equals_rejected", at)
             continue
         user = {"role": "user", "content": rec["prompt"]}
         c = encode_conversation(tokenizer, [user, {"role": "assistant", "content": rec["chosen"]}], seq_len)
         r = encode_conversation(tokenizer, [user, {"role": "assistant", "content": rec["rejected"]}], seq_len)
         if c is None or r is None:
-            rejected.add("prompt_longer_than_seq_len")
+            rejected.add("prompt_longer_than_seq_len", at)
             continue
-        rejected.truncated += c[2] or r[2]
+        if c[:2] == r[:2]:  # the responses differ only beyond seq_len: nothing left to prefer
+            rejected.add("chosen_equals_rejected_after_truncation", at)
+            continue
+        if c[2] or r[2]:
+            rejected.add_truncated(at)
         pairs.append((c[:2], r[:2]))
         where.append((path, line_no))
     return (pairs, rejected, where) if with_lines else (pairs, rejected)
@@ -147,17 +170,28 @@ def reference_logps(model, pairs, pad_id: int, device, batch_size: int = 8, aver
 
 
 def build(ws, cfg, tokenizer, device):
+    import torch.distributed as dist
+
     pairs, rejected = load_pairs(cfg.data, tokenizer, cfg.seq_len)
     if not pairs:
         raise ValueError(f"dpo: no usable preference pairs in {cfg.data} (rejected: {rejected.counts})")
     write_rejections(ws.stage_dir("dpo") / "data_report.json", rejected, len(pairs))
-    model = load_model(ws.model_source("dpo")).to(device)
-    ref = reference_logps(model, pairs, tokenizer.pad_token_id, device, average=cfg.loss_type == "ipo")
+    source = ws.model_source("dpo")
+    model = load_model(source).to(device)
+    average = cfg.loss_type == "ipo"
+    ref_logps = ref_model = None
+    if cfg.reference == "live":
+        ref_model = frozen_model(load_model(source), cfg, dist.get_world_size(), device)
+    else:
+        ref_logps = reference_logps(model, pairs, tokenizer.pad_token_id, device, average=average)
     model, lora_info = maybe_apply_lora(model, cfg.lora)  # after the reference pass: it needs the plain model only
     model = model.to(device)
-    task = DPOTask(pairs, ref, tokenizer.pad_token_id, cfg.beta, cfg.seed, cfg.loss_type, cfg.label_smoothing)
+    task = DPOTask(pairs, ref_logps, tokenizer.pad_token_id, cfg.beta, cfg.seed, cfg.loss_type, cfg.label_smoothing,
+                   ref_model=ref_model)
     info = {"pairs": len(pairs), "rejected": rejected.counts, "truncated": rejected.truncated,
-            "loss_type": cfg.loss_type, "label_smoothing": cfg.label_smoothing, **lora_info}
+            "loss_type": cfg.loss_type, "label_smoothing": cfg.label_smoothing, "reference": cfg.reference, **lora_info}
+    if ref_model is not None:  # what the live reference costs this rank (a partition of it under ZeRO-3)
+        info["reference_elements_on_rank0"] = elements_held(ref_model)
     return model, task, info
 
 

@@ -1,10 +1,12 @@
 """RLHF on sampled rollouts: PPO (Schulman et al. 2017, as in Ouyang et al. 2022 / DeepSpeed-Chat step 3) and
 GRPO (Shao et al. 2024), on DeepSpeed engines with train/'s checkpoint and metrics helpers.
 
-PPO: a policy engine, a value engine (the policy LM with a per-token scalar head), a frozen reference policy and a
-reward (a rule, or the reward stage's model). Per step: sample responses, score them, per-token reward
-= -kl_coef·(log π - log π_ref) plus the (whitened) score on the last token, GAE advantages (whitened), then
-`ppo_epochs` passes of the clipped policy loss and the clipped value loss. KL coefficient fixed or adaptive.
+PPO: a policy engine, a value engine (an LM with a per-token scalar head, started from the policy or, as in
+DeepSpeed-Chat, from the reward model: `value_from`), a frozen reference policy and a reward (a rule, or the reward
+stage's model). Per step: sample responses, score them, per-token reward = -kl_coef·(log π - log π_ref) plus the
+(whitened) score on the last token, GAE advantages (whitened), then `ppo_epochs` passes over the rollouts, each in
+`minibatches` optimizer updates of the clipped policy loss and the clipped value loss. KL coefficient fixed or
+adaptive. The frozen models are ZeRO-3 inference engines under ZeRO-3 (finetune/frozen.py).
 GRPO: `group_size` samples per prompt, advantage = (score - group mean) / group std for every token of a
 response, clipped surrogate plus kl_coef · the k3 KL estimate to the reference in the loss; no value model.
 
@@ -24,15 +26,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from kamado.finetune.data import ASSISTANT_HEADER, BOS, read_records, record_messages, render_segments
+from kamado.finetune.data import ASSISTANT_HEADER, BOS, BadRecord, Rejected, read_records, record_messages, render_segments
+from kamado.finetune.frozen import frozen_model
 
 # ------------------------------------------------------------------ prompts and rewards
 
 
-def load_prompts(paths: list[str], tokenizer, max_prompt_len: int) -> tuple[list[list[int]], dict[str, int]]:
+def load_prompts(paths: list[str], tokenizer, max_prompt_len: int) -> tuple[list[list[int]], Rejected]:
     """Prompt ids ([bos] template … "### 応答:\\n", the generation prompt) from records holding `prompt`,
     `instruction` (+`input`) or `messages` (a trailing assistant turn is dropped). Too-long prompts are counted."""
-    prompts, rejected = [], {}
+    prompts, rejected = [], Rejected()
     for path, line_no, rec in read_records(paths):
         where = f"{path}:{line_no}"
         if isinstance(rec.get("prompt"), str):
@@ -44,12 +47,13 @@ def load_prompts(paths: list[str], tokenizer, max_prompt_len: int) -> tuple[list
             if msgs[-1]["role"] == "assistant":
                 msgs = msgs[:-1]
         else:
-            from kamado.finetune.data import BadRecord
-
             raise BadRecord(f"{where}: needs a 'prompt', 'instruction' or 'messages' field")
+        if not any(m["role"] == "user" and m["content"].strip() for m in msgs):
+            rejected.add("empty_prompt", where)
+            continue
         ids = prompt_ids(tokenizer, msgs)
         if len(ids) > max_prompt_len:
-            rejected["prompt_longer_than_limit"] = rejected.get("prompt_longer_than_limit", 0) + 1
+            rejected.add("prompt_longer_than_limit", where)
             continue
         prompts.append(ids)
     return prompts, rejected
@@ -74,10 +78,10 @@ class SuffixReward:
 class ModelReward:
     """The reward stage's scalar-head model on [bos] prompt response [eos] (the format it was trained on)."""
 
-    def __init__(self, path: Path, tokenizer, device):
+    def __init__(self, path: Path, tokenizer, device, cfg, world_size: int):
         from kamado.finetune.reward import load_reward_model, score_batch, scores
 
-        self.model = load_reward_model(path).to(device).eval().requires_grad_(False)
+        self.model = frozen_model(load_reward_model(path), cfg, world_size, device)
         self.tokenizer, self.device = tokenizer, device
         self._batch, self._scores = score_batch, scores
 
@@ -170,18 +174,47 @@ def whiten_global(x: torch.Tensor, mask: torch.Tensor | None, world: int, shift_
     return out.float() * m
 
 
+def load_value_model(source: Path, from_reward: bool):
+    """The value model: an LM with a per-token scalar head (no dropout: values must be deterministic). From the
+    policy (a fresh head) or, as DeepSpeed-Chat does, from the reward model: its trunk and its scalar head, so the
+    value of the last token starts as the reward model's score."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    vcfg = AutoConfig.from_pretrained(str(source), num_labels=1, local_files_only=True)
+    # set as attributes: transformers 5 drops config kwargs it does not know, and the head's dropout would be 0.1
+    vcfg.classifier_dropout = 0.0
+    vcfg.token_classification_bias = not from_reward  # the reward head has no bias: same head, same scores
+    model = AutoModelForTokenClassification.from_pretrained(str(source), config=vcfg, local_files_only=True, dtype=torch.float32)
+    return model
+
+
+def ppo_lr_multiplier(cfg, updates_per_step: int):
+    """train/schedule's multiplier over PPO steps: the scheduler advances once per optimizer update, and a PPO step
+    makes ppo_epochs × minibatches of them, so warmup and decay are counted in PPO steps as the recipe says."""
+    from kamado.train.schedule import lr_multiplier
+
+    per_step = lr_multiplier(cfg)
+    return lambda update: per_step(update // updates_per_step)
+
+
+def minibatch_slices(n: int, k: int) -> list[slice]:
+    """k contiguous, nearly equal slices of n rollouts (GRPO groups stay together when n is a multiple of k·group)."""
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
 class PPOTrainer:
     """Attributes engine / device / ckpt_dir / cfg / task are what train.worker.export_final reads."""
 
     def __init__(self, cfg, ws, tokenizer, env, device):
         import deepspeed
 
+        from kamado.finetune.data import write_rejections
         from kamado.train.checkpoint import CheckpointManager
         from kamado.train.data import SampleOrder
         from kamado.train.dsconfig import deepspeed_config
-        from kamado.train.loop import _StopFlag
+        from kamado.train.loop import StopFlag
         from kamado.train.model import load_model
-        from kamado.train.schedule import lr_multiplier
 
         self.cfg, self.ws, self.tok, self.env, self.device = cfg, ws, tokenizer, env, device
         self.grpo = cfg.algorithm == "grpo"
@@ -190,22 +223,29 @@ class PPOTrainer:
         max_prompt = max(8, cfg.seq_len - cfg.max_new_tokens)
         self.prompts, self.rejected = load_prompts(cfg.data, tokenizer, max_prompt)
         if not self.prompts:
-            raise ValueError(f"ppo: no usable prompts in {cfg.data} (rejected: {self.rejected})")
+            raise ValueError(f"ppo: no usable prompts in {cfg.data} (rejected: {self.rejected.counts})")
+        rollouts = cfg.micro_batch_size * (cfg.group_size if self.grpo else 1)
+        if cfg.minibatches > rollouts:
+            raise ValueError(f"ppo.minibatches {cfg.minibatches} exceeds the {rollouts} rollouts per rank per step "
+                             f"(micro_batch_size{' × group_size' if self.grpo else ''})")
+        if env.rank == 0:
+            write_rejections(self.out_dir / "data_report.json", self.rejected, len(self.prompts))
         self.order = SampleOrder(len(self.prompts), cfg.seed)
         self.stops = stop_token_ids(tokenizer, cfg.stop_text)
         source = ws.model_source("ppo")
         self.source = source
         policy = load_model(source).to(device)
-        self.ref = load_model(source).to(device).eval().requires_grad_(False)
+        self.ref = frozen_model(load_model(source), cfg, env.world_size, device)
         ds = deepspeed_config(cfg, env.world_size, "ppo")
         if env.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "deepspeed_config.json").write_text(json.dumps(ds, indent=2))
+        multiplier = ppo_lr_multiplier(cfg, cfg.ppo_epochs * cfg.minibatches)
 
         def engine(model, lr):
             opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                     betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(cfg))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
             return deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds)[0]
 
         self.engine = engine(policy, cfg.lr)
@@ -213,22 +253,20 @@ class PPOTrainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
         self.value = None
+        self.value_source = None
         if not self.grpo:
-            from transformers import AutoConfig, AutoModelForTokenClassification
-
-            # the value model: the policy's LM with a per-token scalar head (no dropout: values must be deterministic)
-            vcfg = AutoConfig.from_pretrained(str(source), num_labels=1, classifier_dropout=0.0, local_files_only=True)
-            critic = AutoModelForTokenClassification.from_pretrained(str(source), config=vcfg, local_files_only=True,
-                                                                     dtype=torch.float32).to(device)
+            from_reward = cfg.value_from == "reward" or (cfg.value_from == "auto" and "reward" in ws.recipe.stages)
+            self.value_source = ws.stage_dir("reward") / "hf" if from_reward else source
+            critic = load_value_model(self.value_source, from_reward).to(device)
             self.value = engine(critic, cfg.value_lr or cfg.lr)
             self.value_checkpoints = CheckpointManager(self.out_dir / "value_checkpoints", cfg.keep_checkpoints, env.rank, ident)
         if cfg.reward == "model":
-            self.reward = ModelReward(ws.stage_dir("reward") / "hf", tokenizer, device)
+            self.reward = ModelReward(ws.stage_dir("reward") / "hf", tokenizer, device, cfg, env.world_size)
         else:
             self.reward = SuffixReward(tokenizer, cfg.reward_suffix)
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         self.step = 0
-        self.stop = _StopFlag()
+        self.stop = StopFlag()
 
     # -------------------------------------------------------------- rollouts
     def _prompts_for_step(self) -> list[list[int]]:
@@ -310,19 +348,26 @@ class PPOTrainer:
             rewards[torch.arange(len(last)), last] += s
             adv, returns = gae(rewards, old_v, mask, cfg.gamma, cfg.lam)
             adv = whiten_global(adv, mask, world)
+        slices = minibatch_slices(len(mask), cfg.minibatches)
         for _ in range(cfg.ppo_epochs):
-            logp = self._logps(self.engine, b)
-            pg = clipped_policy_loss(logp, old_logp, adv, mask, cfg.clip_range)
-            loss = pg + cfg.kl_coef * masked_mean(k3_kl(logp, ref_logp), mask) if self.grpo else pg
-            self.engine.backward(loss)
-            self.engine.step()
-            stats["policy_loss"] = pg.item()
-            if not self.grpo:
-                v = self._values(self.value, b)
-                vl = clipped_value_loss(v, old_v, returns, mask, cfg.value_clip)
-                self.value.backward(cfg.vf_coef * vl)
-                self.value.step()
-                stats["value_loss"] = vl.item()
+            policy_losses, value_losses = [], []
+            for sl in slices:  # one optimizer update per minibatch of rollouts
+                mb, m = _rows(b, sl), mask[sl]
+                logp = self._logps(self.engine, mb)
+                pg = clipped_policy_loss(logp, old_logp[sl], adv[sl], m, cfg.clip_range)
+                loss = pg + cfg.kl_coef * masked_mean(k3_kl(logp, ref_logp[sl]), m) if self.grpo else pg
+                self.engine.backward(loss)
+                self.engine.step()
+                policy_losses.append(pg.item())
+                if not self.grpo:
+                    v = self._values(self.value, mb)
+                    vl = clipped_value_loss(v, old_v[sl], returns[sl], m, cfg.value_clip)
+                    self.value.backward(cfg.vf_coef * vl)
+                    self.value.step()
+                    value_losses.append(vl.item())
+            stats["policy_loss"] = sum(policy_losses) / len(policy_losses)  # the last epoch's, over its minibatches
+            if value_losses:
+                stats["value_loss"] = sum(value_losses) / len(value_losses)
         stats["tokens"] = float(b["attention_mask"].sum().item())
         keys = sorted(stats)
         reduced = _all_mean(torch.tensor([stats[k] for k in keys]), world).tolist()
@@ -342,6 +387,8 @@ class PPOTrainer:
         from kamado.train.metrics import MetricsWriter, plot_loss_curve
 
         cfg, env = self.cfg, self.env
+        if env.rank == 0:  # a previous run's stop marker; this run writes its own if it stops too
+            (self.out_dir / "STOPPED.json").unlink(missing_ok=True)
         client = self.checkpoints.load(self.engine)
         if client is not None:
             if self.value is not None:
@@ -384,29 +431,24 @@ class PPOTrainer:
         return {"steps": self.step, "stopped": stopped, "first_rewards_mean": _mean(rewards[:k]), "last_rewards_mean": _mean(rewards[-k:])}
 
 
+def _rows(b: dict, sl: slice) -> dict:
+    """Rows `sl` of a rollout batch (the per-row tensors; the prompt width is shared)."""
+    return {**{k: b[k][sl] for k in ("input_ids", "attention_mask", "position_ids", "mask")}, "prompt_width": b["prompt_width"]}
+
+
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
 def run(workdir: str) -> int:
     start = time.time()
-    from kamado.train.dist import from_environment
-    from kamado.train.worker import load_workspace, setup_device
+    from kamado.train.worker import setup_rank
 
-    env = from_environment()
-    env.export()
-    device, backend = setup_device(env)
-    import deepspeed
-
-    from kamado.tokenizer.export import load_hf
+    rank = setup_rank("ppo", workdir)  # rendezvous, device, process group, recipe, seed, tokenizer: as run_worker
     from kamado.train.loop import STOPPED_EXIT_CODE
     from kamado.train.worker import export_final
 
-    deepspeed.init_distributed(dist_backend=backend)
-    ws = load_workspace(workdir)
-    cfg = ws.recipe.ppo
-    torch.manual_seed(cfg.seed)
-    tokenizer = load_hf(ws.tokenizer_dir())
+    env, device, backend, ws, cfg, tokenizer = rank.env, rank.device, rank.backend, rank.ws, rank.cfg, rank.tokenizer
     trainer = PPOTrainer(cfg, ws, tokenizer, env, device)
     if env.rank == 0:
         print(f"[kamado] ppo: {cfg.algorithm}, {len(trainer.prompts)} prompts, reward={cfg.reward}, world size {env.world_size} "
@@ -418,8 +460,9 @@ def run(workdir: str) -> int:
     export_final(trainer, ws, "ppo", tokenizer, env)
     if env.rank == 0:
         summary = {**result, "algorithm": cfg.algorithm, "reward": cfg.reward, "prompts": len(trainer.prompts),
-                   "rejected": trainer.rejected, "world_size": env.world_size, "zero_stage": cfg.zero_stage,
-                   "source": str(trainer.source), "seconds": round(time.time() - start, 1)}
+                   "rejected": trainer.rejected.counts, "world_size": env.world_size, "zero_stage": cfg.zero_stage,
+                   "source": str(trainer.source), "value_source": str(trainer.value_source) if trainer.value_source else None,
+                   "ppo_epochs": cfg.ppo_epochs, "minibatches": cfg.minibatches, "seconds": round(time.time() - start, 1)}
         (ws.stage_dir("ppo") / "result.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     dist.barrier()
     dist.destroy_process_group()

@@ -57,19 +57,21 @@ def load_sft_rows(paths: list[str], tokenizer, seq_len: int, val_fraction: float
     rejected = Rejected()
     train, val = [], []
     for i, (path, line_no, rec) in enumerate(read_records(paths)):
-        msgs = record_messages(rec, f"{path}:{line_no}")
+        where = f"{path}:{line_no}"
+        msgs = record_messages(rec, where)
         if any(m["role"] == "assistant" and not m["content"].strip() for m in msgs):
-            rejected.add("empty_response")
+            rejected.add("empty_response", where)
             continue
         if not any(m["role"] == "assistant" for m in msgs):
-            rejected.add("no_assistant_turn")
+            rejected.add("no_assistant_turn", where)
             continue
         enc = encode_conversation(tokenizer, msgs, seq_len)
         if enc is None:
-            rejected.add("prompt_longer_than_seq_len")
+            rejected.add("prompt_longer_than_seq_len", where)
             continue
         inputs, labels, truncated = enc
-        rejected.truncated += truncated
+        if truncated:
+            rejected.add_truncated(where)
         (val if is_held_back(i, val_fraction) else train).append((inputs, labels))
     return train, val, rejected
 

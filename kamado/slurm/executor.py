@@ -1,13 +1,17 @@
 """`kamado run --executor slurm`: submit every unfinished stage as submitit jobs and return at once.
 
 - corpus: a job array over the shards without a done-marker (grouped into at most slurm.max_array_tasks or the
-  cluster's MaxArraySize tasks, array_parallelism at once), then one "finish" job (dedup, report, DONE.json);
+  cluster's MaxArraySize tasks, array_parallelism at once); with near dedup (or decontamination) one job array
+  per dedup phase (signatures → buckets → verify → clusters → apply, see `dedup_phase_tasks`); then one
+  "finish" job (the dedup phases themselves when they have no arrays, then report and DONE.json);
 - tokenizer, release: one single-task job each (the local code path, `run_one_stage`);
 - pretrain, sft, dpo: one job of nodes × nproc_per_node tasks, one rank per task (kamado.slurm.jobs.train_rank),
   with SIGUSR1 slurm.signal_delay_s before the time limit (checkpoint and requeue: see kamado.slurm.jobs).
-Each stage's first job depends `afterok` on the previous stage's last job; a failed job cancels the rest of the
-chain (kill-on-invalid-dep). Job ids go to `<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/`.
-The cluster is checked (partition, node and CPU counts) before anything is submitted.
+Each job depends `afterok` on the job before it (the previous stage's last job, or the previous array of its
+own stage); a failed job cancels the rest of the chain (kill-on-invalid-dep). Job ids go to
+`<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/`. The cluster is checked (partition, node and
+CPU counts) before anything is submitted. `--dry-run` writes the sbatch files, the pickled calls they run and a
+`submit.sh` that submits them in order (see `write_dry_run`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: task ids 0..1000
 @dataclass
 class JobSpec:
     stage: str
-    role: str  # shards | finish | stage | train
+    role: str  # shards | dedup-<phase> | finish | stage | train
     fn: Callable
     args: list[tuple]  # one tuple per array task; a single tuple makes a plain job
     params: dict[str, Any]  # submitit SlurmExecutor parameters
@@ -92,7 +96,7 @@ def shards_to_do(recipe: Recipe, first: bool) -> list[int]:
     """Corpus shards without their done-marker. Only when the corpus stage is the first one submitted is its
     fingerprint known now (its input is done); then a folder started with that fingerprint keeps its finished
     shards (prepare() in the tasks keeps it too). Otherwise every shard is submitted."""
-    from kamado.corpus.stage import _shard_name, _work  # the names run_shard writes its done-marker under
+    from kamado.corpus.stage import shard_done_path
     from kamado.stage import STARTED
 
     n = recipe.corpus.num_shards
@@ -100,7 +104,7 @@ def shards_to_do(recipe: Recipe, first: bool) -> list[int]:
     started = ws.stage_dir("corpus") / STARTED
     if not first or not started.is_file() or json.loads(started.read_text()).get("fingerprint") != ws.fingerprint("corpus"):
         return list(range(n))
-    return [i for i in range(n) if not (_work(ws) / f"filtered-{_shard_name(i)}.done.json").is_file()]
+    return [i for i in range(n) if not shard_done_path(ws, i).is_file()]
 
 
 def group_shards(shards: list[int], max_tasks: int) -> list[list[int]]:
@@ -114,17 +118,43 @@ def _max_array_tasks(recipe: Recipe, cluster_max: int) -> int:
     return min(cap, cluster_max) if cap else cluster_max
 
 
+def dedup_phase_tasks(recipe: Recipe, max_tasks: int) -> dict[str, int]:
+    """{phase: job array size} for the corpus dedup phases, in order; {} when the finish job runs them itself.
+
+    The sizes are fixed at submit time, before any phase ran: signatures and apply have one unit per corpus shard;
+    the units of buckets (bands × key ranges) and verify (pair slices) follow from how many documents the
+    signatures phase finds, so those arrays get slurm.dedup_tasks tasks (default: corpus.num_shards) and task t of
+    T does units t, t + T, ... (kamado.corpus.dedup.run_phase); clusters is one task."""
+    from kamado.corpus.dedup import PHASES
+
+    s, d = recipe.slurm, recipe.corpus.dedup
+    if not (s.dedup_arrays if s.dedup_arrays is not None else d.near or bool(d.decontam_paths)):
+        return {}
+    n = recipe.corpus.num_shards
+    later = s.dedup_tasks or n
+    sizes = {"signatures": n, "buckets": later, "verify": later, "clusters": 1, "apply": n}
+    return {phase: max(1, min(sizes[phase], max_tasks)) for phase in PHASES}
+
+
 def plan(recipe: Recipe, stages: list[str], partition: str, max_array_size: int = DEFAULT_MAX_ARRAY_SIZE) -> list[JobSpec]:
     s = recipe.slurm
     specs: list[JobSpec] = []
     for stage in stages:
         if stage == "corpus":
             n = recipe.corpus.num_shards
-            groups = group_shards(shards_to_do(recipe, first=stage == stages[0]), _max_array_tasks(recipe, max_array_size))
-            if groups:  # none left when only the finish job failed before
+            max_tasks = _max_array_tasks(recipe, max_array_size)
+            groups = group_shards(shards_to_do(recipe, first=stage == stages[0]), max_tasks)
+            if groups:  # none left when only a later job failed before
                 params = {**_base_params(recipe, partition, stage, "shards"), "array_parallelism": s.array_parallelism}
                 specs.append(JobSpec(stage, "shards", jobs.corpus_shards, [(recipe, g, n) for g in groups], params, array=True))
-            specs.append(JobSpec(stage, "finish", jobs.corpus_finish, [(recipe,)], _base_params(recipe, partition, stage, "finish")))
+            phase_tasks = dedup_phase_tasks(recipe, max_tasks)
+            for phase, size in phase_tasks.items():  # each an array after the one before; done units are skipped
+                role = f"dedup-{phase}"
+                params = {**_base_params(recipe, partition, stage, role), "array_parallelism": s.array_parallelism}
+                specs.append(JobSpec(stage, role, jobs.dedup_phase, [(recipe, phase, t, size) for t in range(size)],
+                                     params, array=True))
+            specs.append(JobSpec(stage, "finish", jobs.corpus_finish, [(recipe, phase_tasks or None)],
+                                 _base_params(recipe, partition, stage, "finish")))
         elif stage in TRAINING_STAGES:
             cfg = recipe.stage_config(stage)
             params = _base_params(recipe, partition, stage, "train")
@@ -213,6 +243,8 @@ def check_recipe(recipe: Recipe) -> None:
             raise RecipeError(f"key 'slurm.{key}': must be at least 1, not {getattr(s, key)}")
     if s.max_array_tasks is not None and s.max_array_tasks < 1:
         raise RecipeError("key 'slurm.max_array_tasks': must be at least 1 (or null: the cluster's MaxArraySize)")
+    if s.dedup_tasks is not None and s.dedup_tasks < 1:
+        raise RecipeError("key 'slurm.dedup_tasks': must be at least 1 (or null: corpus.num_shards)")
     if s.max_requeues < 0:
         raise RecipeError(f"key 'slurm.max_requeues': must be 0 or more, not {s.max_requeues}")
     if not 0 < s.signal_delay_s < s.time_minutes * 60:
@@ -232,15 +264,105 @@ def _folder(recipe: Recipe, stage: str) -> Path:
     return Path(recipe.workdir) / "slurm" / stage
 
 
-def render(spec: JobSpec, folder: Path, dependency: str | None) -> str:
-    """The sbatch script submitit would write for this job (submitit's own renderer)."""
+def render(spec: JobSpec, folder: Path, dependency: str | None = None, calls: Path | None = None) -> str:
+    """The sbatch script submitit would write for this job (submitit's own renderer). With `calls` (a dry run),
+    the script first puts its pickled call (`calls/<array task or 0>.pkl`) where submitit's runner looks for it,
+    `<folder>/<job id>_submitted.pkl`; a requeued job keeps the one there, which may hold a checkpoint."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = dict(spec.params)
     if dependency:
         params["dependency"] = dependency
+    if calls is not None:
+        f, c = shlex.quote(str(folder)), shlex.quote(str(calls))
+        params["setup"] = [
+            "# kamado dry run: this job's pickled call, where submitit's runner looks for it (kept on a requeue)",
+            'if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then kamado_id=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}; '
+            f'kamado_call={c}/${{SLURM_ARRAY_TASK_ID}}.pkl; else kamado_id=$SLURM_JOB_ID; kamado_call={c}/0.pkl; fi',
+            f'[ -e {f}/"${{kamado_id}}_submitted.pkl" ] || cp "$kamado_call" {f}/"${{kamado_id}}_submitted.pkl"',
+            *params.get("setup", []),
+        ]
     command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
     return _make_sbatch_string(command=command, folder=folder, map_count=len(spec.args) if spec.array else None, **params)
+
+
+def _entry(spec: JobSpec, job_id: str) -> dict:
+    """The jobs.json record of one submitted job."""
+    entry: dict[str, Any] = {"id": job_id, "role": spec.role, "submitted_at": time.time()}
+    if spec.array:
+        entry["tasks"] = len(spec.args)
+    if spec.role == "shards":
+        entry["shards"] = sorted(i for args in spec.args for i in args[1])
+    return entry
+
+
+def dry_run_folder(recipe: Recipe) -> Path:
+    return Path(recipe.workdir) / "slurm" / "dry-run"
+
+
+def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Path) -> Path:
+    """Everything needed to submit the planned jobs by hand, in `out` (emptied first); returns `out/submit.sh`.
+
+    - `NN-<stage>-<role>.sbatch`: the job scripts, without dependencies (submit.sh passes them);
+    - `NN-<stage>-<role>/<task>.pkl`: the call each job (array task) runs, pickled by submitit as a real
+      submission would, which the script copies to where submitit's runner reads it;
+    - `recipe.resolved.yaml`: the recipe the jobs run with (training ranks read it from the workdir);
+    - `submit.sh`: `sbatch --parsable` of each script in order, each `--dependency=afterok:` on the one before;
+      on a failed submission it cancels what it submitted; at the end it records the job ids in
+      `<workdir>/slurm/jobs.json`, so `kamado slurm status` follows them."""
+    from submitit.core.utils import DelayedSubmission
+
+    from kamado.recipe import to_yaml
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / "recipe.resolved.yaml").write_text(to_yaml(recipe), encoding="utf-8")
+    workdir = Path(recipe.workdir).resolve()
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    lines = ["#!/bin/bash",
+             f"# kamado dry run of recipe {recipe.name!r}: {len(specs)} job(s) for {', '.join(todo)}, each after the one "
+             "before (afterok)",
+             "set -euo pipefail",
+             "submitted=()",
+             "undo() {  # no half chain: what this script submitted goes",
+             '  if [ ${#submitted[@]} -gt 0 ]; then scancel "${submitted[@]}"; '
+             'echo "[kamado] submission failed; cancelled ${submitted[*]}" >&2; fi',
+             "}",
+             "trap undo ERR",
+             f"mkdir -p {' '.join(q(workdir / 'slurm' / st) for st in dict.fromkeys(sp.stage for sp in specs))}",
+             f"cp {q(out / 'recipe.resolved.yaml')} {q(workdir / 'recipe.resolved.yaml')}"]
+    record = read_jobs(recipe)
+    stages_record = record.setdefault("stages", {})
+    for stage in todo:
+        stages_record[stage] = []
+    for i, spec in enumerate(specs, 1):
+        name = f"{i:02d}-{spec.stage}-{spec.role}"
+        calls = out / name
+        calls.mkdir()
+        for task, args in enumerate(spec.args):
+            delayed = DelayedSubmission(spec.fn, *args)
+            delayed.set_timeout(recipe.slurm.time_minutes, recipe.slurm.max_requeues)  # as submitit's executor does
+            delayed.dump(calls / f"{task}.pkl")
+        script = out / f"{name}.sbatch"
+        script.write_text(render(spec, _folder(recipe, spec.stage).resolve(), None, calls.resolve()), encoding="utf-8")
+        dep = f" --dependency=afterok:$j{i - 1}" if i > 1 else ""
+        lines += [f"j{i}=$(sbatch --parsable{dep} {q(script.resolve())}); j{i}=${{j{i}%%;*}}; submitted+=(\"$j{i}\")",
+                  f'echo "[kamado] {spec.stage}: submitted {spec.role} job $j{i}' + (f' (array of {len(spec.args)})' if spec.array else '')
+                  + (f', after $j{i - 1}"' if i > 1 else '"')]
+        stages_record[spec.stage].append({**_entry(spec, f"@@J{i}@@"), "submitted_at": "@@NOW@@"})
+    # jobs.json through a heredoc: escape what the shell would expand, then put the job ids in
+    text = json.dumps(record, indent=2).replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+    text = text.replace('"@@NOW@@"', "$(date +%s)")
+    for i in range(1, len(specs) + 1):
+        text = text.replace(f"@@J{i}@@", f"$j{i}")
+    lines += [f"cat > {q(_jobs_path(recipe).resolve())}.tmp <<EOF", text, "EOF",
+              f"mv {q(_jobs_path(recipe).resolve())}.tmp {q(_jobs_path(recipe).resolve())}",
+              f'echo "[kamado] logs: {workdir / "slurm"}; follow with: kamado slurm status RECIPE"']
+    submit_sh = out / "submit.sh"
+    submit_sh.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    submit_sh.chmod(0o755)
+    return submit_sh
 
 
 def _submit_one(recipe: Recipe, spec: JobSpec, dependency: str | None) -> str:
@@ -270,13 +392,16 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
     partition = check_cluster(recipe, todo) if on_cluster else (recipe.slurm.partition or "")
     specs = plan(recipe, todo, partition, cluster_max_array_size() if on_cluster else DEFAULT_MAX_ARRAY_SIZE)
     if dry_run:
-        previous = None
-        for spec in specs:
-            print(f"# ---- {spec.stage} / {spec.role}" + (f": job array of {len(spec.args)} tasks" if spec.array else "")
+        submit_sh = write_dry_run(recipe, specs, todo, dry_run_folder(recipe))
+        for i, spec in enumerate(specs, 1):
+            print(f"# ---- {submit_sh.parent / f'{i:02d}-{spec.stage}-{spec.role}.sbatch'}: {spec.stage} / {spec.role}"
+                  + (f", job array of {len(spec.args)} tasks" if spec.array else "")
                   + (f" for shards {_shard_ranges(spec)}" if spec.role == "shards" else ""))
-            print(render(spec, _folder(recipe, spec.stage), f"afterok:{previous}" if previous else None))
-            previous = f"JOBID_OF_{spec.stage}_{spec.role}"  # placeholder: ids exist only once submitted
-        print(f"[kamado] dry run: {len(specs)} job(s) for {', '.join(todo)}; nothing submitted")
+            print((submit_sh.parent / f"{i:02d}-{spec.stage}-{spec.role}.sbatch").read_text(encoding="utf-8"))
+        print(f"# ---- {submit_sh}: submits them in order, each after the one before (afterok)")
+        print(submit_sh.read_text(encoding="utf-8"))
+        print(f"[kamado] dry run: {len(specs)} job(s) for {', '.join(todo)}; nothing submitted; "
+              f"submit them with: bash {submit_sh}")
         return 0
 
     ws = Workspace(recipe)
@@ -291,12 +416,7 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
         for spec in specs:
             job_id = _submit_one(recipe, spec, f"afterok:{last}" if last else None)
             submitted.append(job_id)
-            entry = {"id": job_id, "role": spec.role, "submitted_at": time.time()}
-            if spec.array:
-                entry["tasks"] = len(spec.args)
-            if spec.role == "shards":
-                entry["shards"] = sorted(i for args in spec.args for i in args[1])
-            stages_record[spec.stage].append(entry)
+            stages_record[spec.stage].append(_entry(spec, job_id))
             write_json_atomic(_jobs_path(recipe), record)
             print(f"[kamado] {spec.stage}: submitted {spec.role} job {job_id}"
                   + (f" (array of {len(spec.args)})" if spec.array else "")
@@ -373,10 +493,9 @@ def stage_status(recipe: Recipe) -> dict[str, dict]:
         jobs_info = [{**e, "states": job_states(e["id"])} for e in entries]
         info = {"done": done, "state": verdict(done, [s for j in jobs_info for s in j["states"]]), "jobs": jobs_info}
         if stage == "corpus":
-            from kamado.corpus.stage import _shard_name, _work
+            from kamado.corpus.stage import shard_done_path
 
-            info["shards_done"] = [i for i in range(recipe.corpus.num_shards)
-                                   if (_work(ws) / f"filtered-{_shard_name(i)}.done.json").is_file()]
+            info["shards_done"] = [i for i in range(recipe.corpus.num_shards) if shard_done_path(ws, i).is_file()]
         out[stage] = info
     return out
 

@@ -15,8 +15,9 @@ Signals and requeue (which process gets what):
   preemption Slurm requeues it anyway, and after scancel it must stay cancelled. submitit's own
   Checkpointable handler does not fit here: it runs in rank 0 only, inside the signal handler, and requeues
   before the other ranks have saved their ZeRO shards.
-- Corpus shard tasks are submitit Checkpointables (submitit's USR2 near the time limit → requeue of that array
-  task, up to slurm.max_requeues); a requeued or rerun task skips its shards that have a done-marker.
+- Corpus shard tasks and dedup phase tasks are submitit Checkpointables (submitit's USR2 near the time limit →
+  requeue of that array task, up to slurm.max_requeues); a requeued or rerun task skips its shards (work units)
+  that have a done-marker.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import os
 import signal
 import subprocess
 import threading
+import time
+from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
 from kamado.recipe import Recipe
-from kamado.stage import StageResult, Workspace, run_one_stage
+from kamado.stage import StageResult, Workspace, run_one_stage, write_json_atomic
 
 
 class Requeued(Exception):
@@ -57,11 +60,67 @@ class CorpusShards(Checkpointable):
 corpus_shards = CorpusShards()
 
 
-def corpus_finish(recipe: Recipe) -> str:
-    """After the whole array (afterok): global dedup and report, then the stage's DONE.json."""
+def phase_record_path(ws: Workspace, phase: str, task: int) -> Path:
+    """What one dedup phase task did (units, units skipped as done, start and end): the finish job sums them
+    into report.json's dedup phases. In the stage folder, so a redone stage starts without stale records."""
+    return ws.stage_dir("corpus") / "work" / "slurm-phases" / f"{phase}-{task:05d}.json"
+
+
+class DedupPhase(Checkpointable):
+    """One array task of a dedup phase: work units task, task + T, task + 2T, ... of the phase (T = the array's
+    size, fixed at submit time; kamado.corpus.dedup.run_phase), so an array sized before the phase's number of
+    units is known still covers every unit (tasks beyond the last unit have nothing to do).
+
+    Checkpointable: a requeued task runs the same call again and skips every unit with its done-marker."""
+
+    def __call__(self, recipe: Recipe, phase: str, task: int, num_tasks: int) -> dict:
+        from kamado.corpus.dedup import run_phase
+
+        ws = Workspace(recipe)
+        ws.require_previous("corpus")
+        if ws.is_done("corpus"):
+            return {"skipped": True}
+        ws.prepare("corpus")  # keeps the folder the shard tasks wrote (same fingerprint)
+        started = time.time()
+        stats = run_phase(phase, recipe, ws, task, num_tasks)
+        write_json_atomic(phase_record_path(ws, phase, task), {
+            "phase": phase, "task": task, "num_tasks": num_tasks, "job": os.environ.get("SLURM_JOB_ID"),
+            "items": stats["items"], "skipped_done": stats["skipped_done"], "started_at": started, "ended_at": time.time()})
+        return stats
+
+
+dedup_phase = DedupPhase()
+
+
+def phase_timings(ws: Workspace, phase_tasks: dict[str, int]) -> dict[str, dict]:
+    """report.json's dedup phases from the array tasks' records: per phase its array size (tasks), work units
+    (items), units skipped as done, and wall-clock seconds from the first task's start to the last one's end."""
+    out = {}
+    for phase, num_tasks in phase_tasks.items():
+        records = []
+        for task in range(num_tasks):
+            path = phase_record_path(ws, phase, task)
+            if not path.is_file():
+                raise RuntimeError(f"corpus dedup: {path} missing: task {task} of the {phase} array did not finish; "
+                                   f"see {ws.root / 'slurm' / 'corpus'}/*_log.err and submit again")
+            records.append(json.loads(path.read_text()))
+        out[phase] = {"tasks": num_tasks, "items": sum(r["items"] for r in records),
+                      "seconds": round(max(r["ended_at"] for r in records) - min(r["started_at"] for r in records), 3),
+                      "skipped_done": sum(r["skipped_done"] for r in records)}
+    return out
+
+
+def corpus_finish(recipe: Recipe, phase_tasks: dict[str, int] | None = None) -> str:
+    """After the whole array (afterok): global dedup and report, then the stage's DONE.json. With `phase_tasks`
+    ({phase: array size}) the dedup phases ran before as job arrays and only their outputs are read here;
+    without, they run here in a process pool."""
     from kamado.corpus.stage import finish
 
-    return run_one_stage(recipe, "corpus", run=lambda r, ws: finish(r, ws, r.corpus.num_shards))
+    def run(r: Recipe, ws: Workspace) -> StageResult:
+        timings = phase_timings(ws, phase_tasks) if phase_tasks else None
+        return finish(r, ws, r.corpus.num_shards, dedup_phases=timings)
+
+    return run_one_stage(recipe, "corpus", run=run)
 
 
 def single_stage(recipe: Recipe, stage: str) -> str:
@@ -69,13 +128,14 @@ def single_stage(recipe: Recipe, stage: str) -> str:
     return run_one_stage(recipe, stage)
 
 
-def _build_function(stage: str):
-    """The stage's `build(ws, cfg, tokenizer, device)`, from the module torchrun would start locally."""
+def _stage_main(stage: str):
+    """The stage's rank entry point `main([workdir]) -> exit code`: the module torchrun starts locally, so a rank
+    runs the same code on Slurm (fine-tuning's export with LoRA merging and the reward head, PPO's own trainer)."""
     import importlib
 
     from kamado.train.worker import STAGE_MODULES
 
-    return importlib.import_module(STAGE_MODULES[stage]).build
+    return importlib.import_module(STAGE_MODULES[stage]).main
 
 
 # ------------------------------------------------------------------ training: stop, requeue, resume
@@ -150,9 +210,8 @@ def _redeliver_early_usr1() -> None:
 
 def _train(recipe: Recipe, stage: str, workdir: str) -> None:
     from kamado.train.loop import STOPPED_EXIT_CODE
-    from kamado.train.worker import run_worker
 
-    code = run_worker(stage, workdir, _build_function(stage))
+    code = _stage_main(stage)([workdir])
     if code == 0:
         return
     if code == STOPPED_EXIT_CODE and int(os.environ.get("SLURM_PROCID", "0")) == 0:

@@ -43,7 +43,9 @@ class Task(Protocol):
     def val_batches(self, micro_batch: int, limit: int = 8): ...
 
 
-class _StopFlag:
+class StopFlag:
+    """SIGUSR1/SIGTERM set `raised`; the loop (or PPO's) checkpoints and stops at the end of the step."""
+
     def __init__(self) -> None:
         self.raised = False
         for sig in (signal.SIGUSR1, signal.SIGTERM):
@@ -87,7 +89,7 @@ class TrainLoop:
         self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
         self.step = 0
         self.skipped = NonFiniteGuard(cfg.max_nonfinite_in_a_row)
-        self.stop = _StopFlag()
+        self.stop = StopFlag()
         self.peak_tflops = device_peak_tflops()
 
     # ------------------------------------------------------------ helpers

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -48,10 +49,21 @@ def worker_main(stage: str, build: Callable) -> Callable[[list[str] | None], int
     return main
 
 
-def run_worker(stage: str, workdir: str, build: Callable, export: Callable | None = None) -> int:
-    """One rank of a training stage. `export(loop, ws, stage, tokenizer, env)` writes `<stage>/hf` after the loop
-    (default: `export_final`; fine-tuning passes its own for LoRA merging and non-LM heads)."""
-    start = time.time()
+@dataclass
+class Rank:
+    """What every rank of a training stage has after rendezvous (shared by run_worker and the PPO trainer)."""
+
+    env: object  # kamado.train.dist.DistEnv
+    device: object  # torch.device
+    backend: str
+    ws: object  # kamado.stage.Workspace
+    cfg: object  # the stage's TrainConfig subclass
+    tokenizer: object
+
+
+def setup_rank(stage: str, workdir: str) -> Rank:
+    """Rendezvous (torchrun's or Slurm's variables), device, DeepSpeed's process group, the resolved recipe, the
+    stage's seed and the tokenizer."""
     from kamado.train.dist import from_environment
 
     env = from_environment()
@@ -59,19 +71,29 @@ def run_worker(stage: str, workdir: str, build: Callable, export: Callable | Non
     device, backend = setup_device(env)
     import deepspeed
     import torch
-    import torch.distributed as dist
 
     from kamado.tokenizer.export import load_hf
-    from kamado.train.loop import STOPPED_EXIT_CODE, TrainLoop
-    from kamado.train.metrics import flops_per_token
-    from kamado.train.model import count_parameters
 
     deepspeed.init_distributed(dist_backend=backend)
     ws = load_workspace(workdir)
     cfg = ws.recipe.stage_config(stage)
-    out_dir = ws.stage_dir(stage)
     torch.manual_seed(cfg.seed)
-    tokenizer = load_hf(ws.tokenizer_dir())
+    return Rank(env, device, backend, ws, cfg, load_hf(ws.tokenizer_dir()))
+
+
+def run_worker(stage: str, workdir: str, build: Callable, export: Callable | None = None) -> int:
+    """One rank of a training stage. `export(loop, ws, stage, tokenizer, env)` writes `<stage>/hf` after the loop
+    (default: `export_final`; fine-tuning passes its own for LoRA merging and non-LM heads)."""
+    start = time.time()
+    rank = setup_rank(stage, workdir)  # first: it sets DS_ACCELERATOR before anything imports deepspeed
+    import torch.distributed as dist
+
+    from kamado.train.loop import STOPPED_EXIT_CODE, TrainLoop
+    from kamado.train.metrics import flops_per_token
+    from kamado.train.model import count_parameters
+
+    env, device, backend, ws, cfg, tokenizer = rank.env, rank.device, rank.backend, rank.ws, rank.cfg, rank.tokenizer
+    out_dir = ws.stage_dir(stage)
     model, task, info = build(ws, cfg, tokenizer, device)
     n_params = count_parameters(model)
     if env.rank == 0:
@@ -102,40 +124,50 @@ def run_worker(stage: str, workdir: str, build: Callable, export: Callable | Non
     return 0
 
 
-def export_final(loop, ws, stage: str, tokenizer, env) -> None:
-    """Write `<stage>/hf` (consolidated fp32 weights, tokenizer) and `reference_logits.pt`: the training model's
-    logits on the release prompts, which the release stage compares with the exported checkpoint."""
+def reference_logits(module, tokenizer, prompts: list[str], device) -> list:
+    """The training model's logits on the release prompts, which the release stage compares with the exported
+    checkpoint. Every rank runs the forwards: under ZeRO-3 they gather the parameters collectively."""
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        return [module(input_ids=tokenizer(text, return_tensors="pt")["input_ids"].to(device)).logits.float().cpu()
+                for text in prompts]
+
+
+def fresh_from_state(module, state: dict, stage: str):
+    """A new model of `module`'s class and config holding `state` (the consolidated fp32 weights)."""
+    model = type(module)(module.config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if "rotary" not in m]
+    if missing or unexpected:
+        raise RuntimeError(f"{stage}: consolidated checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def export_final(loop, ws, stage: str, tokenizer, env, rebuild: Callable | None = None, causal: bool = True) -> None:
+    """Write `<stage>/hf` (consolidated fp32 weights, tokenizer) and, for a causal LM, `reference_logits.pt`.
+    `rebuild(module, state, stage)` makes the model to save (default `fresh_from_state`; LoRA merges adapters)."""
     import torch
     import torch.distributed as dist
 
     out_dir = ws.stage_dir(stage)
     prompts = ws.recipe.release.prompts
     module = loop.engine.module
-    module.eval()
-    logits = []
-    with torch.no_grad():  # every rank runs the forward: under ZeRO-3 it gathers parameters collectively
-        for text in prompts:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"].to(loop.device)
-            logits.append(module(input_ids=ids).logits.float().cpu())
+    logits = reference_logits(module, tokenizer, prompts, loop.device) if causal else []
     tag = (loop.ckpt_dir / "latest").read_text().strip()
     # After training, models are built whole again: drop the ZeRO-3 switch transformers reads (else rank 0's
-    # from_config below would build under zero.Init, a collective the other ranks never join).
+    # model construction below would run under zero.Init, a collective the other ranks never join).
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
     if env.rank == 0:
-        state = consolidated_state(loop, tag)
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_config(module.config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [m for m in missing if "rotary" not in m]
-        if missing or unexpected:
-            raise RuntimeError(f"{stage}: consolidated checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model = (rebuild or fresh_from_state)(module, consolidated_state(loop, tag), stage)
         hf_dir = out_dir / "hf"
         model.float().save_pretrained(hf_dir, safe_serialization=True)
         tokenizer.save_pretrained(hf_dir)
-        torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, out_dir / "reference_logits.pt")
+        if causal:
+            torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, out_dir / "reference_logits.pt")
     dist.barrier()
 
 

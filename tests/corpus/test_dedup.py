@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kamado.corpus.dedup import clusters as cl
-from kamado.corpus.dedup.contain import frac_sample
+from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, shared_counts
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
 from kamado.corpus.dedup.lsh import all_pairs, band_keys, star_pairs, unique_pairs
@@ -79,6 +79,46 @@ def test_clusters_keep_first_in_input_order_and_resolve_containment():
     got = {int(g): (int(d), cl.KIND_NAMES[int(k)]) for g, d, k in zip(r.gid, r.duplicate_of, r.kind)}
     assert got == {2: (0, "near"), 1: (2, "exact"), 10: (20, "contained")}
     assert sorted(r.cluster_sizes.tolist()) == [3]
+
+
+def test_every_removed_document_names_the_kept_one_at_the_end_of_its_chain():
+    # 0 keeps; 1 is near 0; 2 is an exact copy of 1 (matched 1, which is removed): kept 0.
+    # 10 ⊂ 20 ⊂ 30 (20 first in input order, so 10 matches 20, which is itself contained in 30): kept 30.
+    edges = np.array([[0, 1], [1, 2], [10, 20], [10, 30], [20, 30]], dtype=np.uint64)
+    kinds = np.array([cl.NEAR, cl.EXACT, cl.CONTAINED, cl.CONTAINED, cl.CONTAINED], dtype=np.int8)
+    sims = np.array([0.9, 1.0, 0.95, 0.93, 0.97])
+    orders = {0: [0, 0, 0], 1: [0, 0, 1], 2: [0, 0, 2], 10: [0, 0, 11], 20: [0, 0, 10], 30: [0, 0, 12]}
+    exact = {0: [1, 1], 1: [2, 2], 2: [2, 2], 10: [3, 3], 20: [4, 4], 30: [5, 5]}
+    sizes = {0: 100, 1: 100, 2: 100, 10: 50, 20: 200, 30: 400}
+    r = cl.cluster(edges, kinds, sims, _info(orders, exact, sizes))
+    got = {int(g): (int(m), int(k), cl.KIND_NAMES[int(c)]) for g, m, k, c in zip(r.gid, r.duplicate_of, r.kept, r.kind)}
+    assert got == {1: (0, 0, "near"), 2: (1, 0, "exact"), 10: (20, 30, "contained"), 20: (30, 30, "contained")}
+    assert not set(r.kept.tolist()) & set(r.gid.tolist())  # never a removed document
+
+
+def test_containment_probes_and_exact_shared_counts():
+    rng = np.random.default_rng(0)
+    sample = np.unique(rng.integers(0, 2**63, 100, dtype=np.uint64))
+    mask = probes(sample, 0.9, 16)
+    assert mask.sum() == 100 - 90 + 1  # n - ceil(t n) + 1: any 90 of the 100 include a probe
+    assert probes(sample[:10], 0.9, 16).sum() == 0  # fewer than min_samples: never the contained one
+    assert probes(sample[:20], 0.9, 16).sum() == 20 - 18 + 1
+    # doc 0 (a probe on each of its two keys) inside doc 1; docs 2 and 3 share one key each with doc 0
+    keys = np.array([5, 7, 5, 6, 7, 9, 7, 8, 5, 9], dtype=np.uint64)
+    ids = np.array([0, 0, 1, 1, 1, 1, 2, 2, 3, 3], dtype=np.uint64)
+    probe = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
+    o = np.lexsort((ids, keys))
+    pairs, common = probe_pairs(keys[o], ids[o], probe[o], max_group=3)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 1), (0, 2), (0, 3)] and common.tolist() == []
+    pairs, common = probe_pairs(keys[o], ids[o], probe[o], max_group=2)  # keys 5 and 7 (3 docs each): boilerplate
+    assert pairs.tolist() == [] and sorted(common.tolist()) == [5, 7]
+    doc_keys = np.array([5, 7, 5, 6, 7, 9, 7, 8], dtype=np.int64)  # docs 0, 1, 2 sorted per doc (as ranks)
+    offsets = np.array([0, 2, 6, 8])
+    idx = np.array([[0, 1], [0, 2], [2, 1], [1, 0]])
+    boiler = np.zeros(8, dtype=bool)
+    assert shared_counts(idx, doc_keys, offsets, boiler).tolist() == [2, 1, 1, 2]
+    boiler[doc_keys == 7] = True
+    assert shared_counts(idx, doc_keys, offsets, boiler).tolist() == [1, 0, 0, 1]
 
 
 def test_frac_sample_is_a_subset_for_contained_text():

@@ -26,7 +26,13 @@ def _run(recipe):
     return report, dups, kept
 
 
-def test_near_exact_and_contained_duplicates_across_shards(tmp_path):
+@pytest.mark.parametrize("ranges", [1, 6], ids=["one-key-range", "six-key-ranges"])
+def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch, ranges):
+    """Identical documents in different shards (round robin: a in shard 0, a-copy in shard 1), near and contained
+    ones; with six key ranges per band (bucket_unit_docs=2) the containment candidates are spread over six
+    contain units, and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
+    if ranges > 1:
+        monkeypatch.setattr("kamado.corpus.dedup.phases.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
     a, b, c, story, x, y = (random_text(s, n) for s, n in ((10, 2000), (11, 2000), (12, 2000), (13, 1500), (14, 900), (15, 900)))
     near_a = a[:700] + "ア" + a[701:1400] + "イ" + a[1401:]  # two characters changed: Jaccard ≈ 0.99
     docs = [
@@ -42,8 +48,10 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path):
         {"id": "short-2", "text": "猫"},
         {"id": "short-3", "text": "犬"},
     ]
-    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=3)
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={-(-11 // ranges)}",
+                           num_shards=3)
     report, dups, kept = _run(recipe)
+    assert len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json"))) == ranges
     assert {k: (d["duplicate_of"], d["kind"]) for k, d in dups.items()} == {
         "a-copy": ("a", "exact"), "a-near": ("a", "near"), "story": ("collection-1", "contained"), "short-2": ("short-1", "exact")}
     assert dups["a-near"]["similarity"] > 0.9
@@ -54,6 +62,21 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path):
     assert d["cluster_sizes"] == {"2": 1, "3": 1} and d["largest_cluster"] == 3
     assert set(d["phases"]) == {"signatures", "buckets", "verify", "clusters", "apply"}
     assert "dedup: 2 exact, 1 near, 1 contained removed" in (Workspace(recipe).stage_dir("corpus") / "summary.txt").read_text()
+
+
+def test_duplicate_of_is_the_kept_document_at_the_end_of_a_chain(tmp_path):
+    """Two 3-document chains: a copy of a near duplicate, and A ⊂ B ⊂ C with B first. `matched` is the direct
+    match (removed itself), `duplicate_of` the kept document an auditor can open."""
+    k, story, x, y, z = (random_text(s, n) for s, n in ((60, 2000), (61, 1500), (62, 900), (63, 1000), (64, 800)))
+    near = k[:600] + "ア" + k[601:1300] + "イ" + k[1301:]
+    docs = [{"id": "keeper", "text": k}, {"id": "near", "text": near},
+            {"id": "copy-of-near", "text": "\n".join(near[i:i + 100] for i in range(0, 2000, 100))},
+            {"id": "B", "text": story + x}, {"id": "A", "text": story}, {"id": "C", "text": y + story + x + z}]
+    report, dups, kept = _run(corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=2))
+    got = {i: (d["duplicate_of"], d["matched"], d["kind"]) for i, d in dups.items()}
+    assert got == {"near": ("keeper", "keeper", "near"), "copy-of-near": ("keeper", "near", "exact"),
+                   "B": ("C", "C", "contained"), "A": ("C", "B", "contained")}
+    assert kept == {"keeper", "C"}
 
 
 def test_empty_shards_and_one_document_shards(tmp_path):
@@ -116,6 +139,28 @@ def test_a_phase_refuses_a_truncated_or_missing_signature_file(tmp_path):
         run_phase("buckets", recipe, ws, 0, 1)
     run_phase("signatures", recipe, ws, 0, 1)  # redoes only the shard without a marker
     run_phase("buckets", recipe, ws, 0, 1)
+
+
+def test_a_phase_refuses_a_corrupt_or_deleted_signature_file(tmp_path):
+    """Same size, one byte changed (bit rot, a bad copy): the block checksum; the file gone: named as missing."""
+    recipe, ws = _filtered(tmp_path)
+    run_phase("signatures", recipe, ws, 0, 1)
+    sig = dedup_dir(ws) / "sig" / "00000.band_keys.npy"
+    data = bytearray(sig.read_bytes())
+    data[-3] ^= 0xFF
+    sig.write_bytes(bytes(data))
+    with pytest.raises(CorruptInput, match=r"sig/00000.band_keys.npy: corrupt: checksum .* phase 'signatures'"):
+        run_phase("buckets", recipe, ws, 0, 1)
+    sig.unlink()
+    with pytest.raises(CorruptInput, match=r"sig/00000.band_keys.npy: missing \(written by phase 'signatures'\)"):
+        run_phase("buckets", recipe, ws, 0, 1)
+    (dedup_dir(ws) / "sig" / "00000.done.json").unlink()
+    run_phase("signatures", recipe, ws, 0, 1)
+    run_phase("buckets", recipe, ws, 0, 1)
+    minhash = dedup_dir(ws) / "sig" / "00001.minhash.npy"  # verify reads the signatures of its candidate pairs
+    minhash.write_bytes(minhash.read_bytes()[:-8])
+    with pytest.raises(CorruptInput, match=r"00001.minhash.npy: truncated .* phase 'signatures'"):
+        run_phase("verify", recipe, ws, 0, 1)
 
 
 def test_gold_pairs_of_the_shared_neardup_set(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from kamado.cli import main
 from kamado.recipe import load_recipe
-from kamado.slurm.executor import cluster_max_array_size, group_shards, plan, stage_status
+from kamado.slurm.executor import cluster_max_array_size, dry_run_folder, group_shards, plan, stage_status
 from kamado.stage import Workspace, run_stages
 from tests.helpers import write_jsonl
 
@@ -29,7 +29,8 @@ HOW = ["とても楽しかったです", "少し疲れました", "また行き�
 
 
 def japanese_docs(n: int, seed: int = 0) -> list[dict]:
-    """n documents of 3-6 template sentences, plus two exact duplicates, one too short, one with an e-mail."""
+    """n documents of 3-6 template sentences, plus two exact duplicates, one near duplicate (one word changed),
+    one too short, one with an e-mail."""
     rng = random.Random(seed)
     docs = []
     for i in range(n):
@@ -37,6 +38,7 @@ def japanese_docs(n: int, seed: int = 0) -> list[dict]:
                      for _ in range(rng.randint(3, 6))]
         docs.append({"id": f"doc{i:04d}", "text": "".join(sentences) + f"これは第{i}話です。"})
     docs += [{"id": "dup-a", "text": docs[3]["text"]}, {"id": "dup-b", "text": docs[7]["text"]}]
+    docs += [{"id": "near", "text": docs[11]["text"].replace(f"これは第11話です。", "これは第十一話です。")}]
     docs += [{"id": "short", "text": "短い文です。"}]
     docs += [{"id": "mail", "text": docs[5]["text"] + "連絡は taro@example.jp までどうぞ。"}]
     return docs
@@ -120,28 +122,65 @@ def kept_ids(ws: Workspace) -> set[str]:
     return ids
 
 
-def test_corpus_job_array_matches_local_run(slurm_cluster, tmp_path, capsys):
-    path = write_recipe(tmp_path, 60)
-    assert main(["corpus", str(path), "--executor", "slurm"]) == 0  # returns at once: the jobs run on
-    slurm_recipe = load_recipe(path)
-    record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]["corpus"]
-    assert [(j["role"], j.get("tasks")) for j in record] == [("shards", 4), ("finish", None)]
+def job_info(job_id: str) -> list[dict[str, str]]:
+    """`scontrol show job -o` as one dict per line (an array: one per task)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True).stdout
+    return [dict(t.split("=", 1) for t in line.split() if "=" in t) for line in out.splitlines() if line.strip()]
 
-    local = load_recipe(path, ["workdir=run-local"])
+
+PHASE_ROLES = ["dedup-signatures", "dedup-buckets", "dedup-verify", "dedup-clusters", "dedup-apply"]
+
+
+def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, tmp_path, capsys):
+    """Near dedup on: shard array → one array per dedup phase → finish, each afterok on the one before; the kept
+    ids, duplicates.json and report equal the local executor's (whose phases ran in a process pool)."""
+    path = write_recipe(tmp_path, 60, extra="  dedup_tasks: 2\n")
+    sets = ["corpus.dedup.near=true"]
+    assert main(["corpus", str(path), "--executor", "slurm", "--set", sets[0]]) == 0  # returns at once
+    slurm_recipe = load_recipe(path, sets)
+    record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]["corpus"]
+    # buckets: 22 units (exact, 20 bands, containment at one key range) over 2 tasks; verify: 1 slice, 2 tasks
+    assert [(j["role"], j.get("tasks")) for j in record] == [
+        ("shards", 4), ("dedup-signatures", 4), ("dedup-buckets", 2), ("dedup-verify", 2), ("dedup-clusters", 1),
+        ("dedup-apply", 4), ("finish", None)]
+    ids = [j["id"] for j in record]
+    for before, job in zip(ids, ids[1:]):  # afterok on the job before, as long as that one has not ended
+        dep = job_info(job)[0]["Dependency"]
+        assert dep == "(null)" or dep.startswith(f"afterok:{before}"), (job, dep)
+    assert job_info(ids[-1])[0]["Dependency"].startswith(f"afterok:{ids[-2]}")  # the finish job waits at least
+
+    local = load_recipe(path, ["workdir=run-local", *sets])
     run_stages(local, ["corpus"], log=lambda s: None)
     wait_until_done(slurm_recipe, "corpus")
 
+    # Separate arrays, one after the other: every task of a phase started after the phase before had ended.
+    times = [[(t["StartTime"], t["EndTime"]) for t in job_info(j)] for j in ids]
+    assert [len(t) for t in times] == [4, 4, 2, 2, 1, 4, 1]
+    for before, after in zip(times, times[1:]):
+        assert min(s for s, _ in after) >= max(e for _, e in before), (before, after)
+
     a, b = Workspace(local), Workspace(slurm_recipe)
-    assert report_without_timings(b) == report_without_timings(a)
-    assert kept_ids(b) == kept_ids(a) and "dup-a" not in kept_ids(a) and "short" not in kept_ids(a)
+    assert kept_ids(b) == kept_ids(a)
+    assert not {"dup-a", "short", "near"} & kept_ids(a) and {"doc0003", "doc0011"} <= kept_ids(a)
+    dups = json.loads((b.stage_dir("corpus") / "duplicates.json").read_text())
+    assert dups == json.loads((a.stage_dir("corpus") / "duplicates.json").read_text())
+    assert {d["id"]: (d["kind"], d["duplicate_of"]) for d in dups} == {
+        "dup-a": ("exact", "doc0003"), "dup-b": ("exact", "doc0007"), "near": ("near", "doc0011")}
+    report_a, report_b = (json.loads((w.stage_dir("corpus") / "report.json").read_text()) for w in (a, b))
+    phases_a, phases_b = report_a["dedup"].pop("phases"), report_b["dedup"].pop("phases")
+    assert report_b == report_a
+    # the same work units, done by the arrays' tasks (local: one pool task per unit)
+    assert {k: (p["items"], p["skipped_done"]) for k, p in phases_b.items()} == {k: (p["tasks"], 0) for k, p in phases_a.items()}
+    assert [p["tasks"] for p in phases_b.values()] == [4, 2, 2, 1, 4] and phases_a["buckets"]["tasks"] == 22
     assert b.read_done("corpus")["counts"] == a.read_done("corpus")["counts"]
     assert sorted(p.name for p in (b.root / "slurm" / "corpus").glob("*_log.out"))  # logs under <workdir>/slurm/<stage>
 
     capsys.readouterr()
-    assert main(["slurm", "status", str(path)]) == 0
+    assert main(["slurm", "status", str(path)]) == 0  # judged by the submitted recipe (near dedup on)
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus"))
-    assert "DONE" in line and "COMPLETED×4" in line, line
-    assert main(["corpus", str(path), "--executor", "slurm"]) == 0  # done already: nothing submitted
+    assert "DONE" in line and "shards" in line and "COMPLETED×4" in line, line
+    assert all(f"{role} {job}: COMPLETED" in line for role, job in zip(PHASE_ROLES, ids[1:6])), line
+    assert main(["corpus", str(path), "--executor", "slurm", "--set", sets[0]]) == 0  # done already: nothing submitted
     assert "nothing to submit" in capsys.readouterr().out
 
 
@@ -149,17 +188,57 @@ def test_dry_run_prints_scripts_and_submits_nothing(slurm_cluster, tmp_path, cap
     path = write_recipe(tmp_path, 20, extra="  extra_sbatch: ['--comment=kamado-dry']\n  setup: ['echo setting-up']\n")
     assert main(["run", str(path), "--executor", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("#!/bin/bash") == 4  # corpus shards + finish, tokenizer, pretrain
+    assert out.count("#!/bin/bash") == 5  # corpus shards + finish, tokenizer, pretrain; submit.sh
     assert "#SBATCH --partition=debug" in out and "#SBATCH --array=0-3%4" in out
     assert "#SBATCH --nodes=2" in out and "#SBATCH --comment=kamado-dry" in out and "echo setting-up" in out
-    assert "#SBATCH --dependency=afterok:JOBID_OF_corpus_finish" in out
     assert "#SBATCH --signal=USR1@120" in out  # training ranks: SIGUSR1 (the loop's signal), not submitit's USR2
+    assert "JOBID_OF" not in out and "--dependency" not in "".join(  # dependencies are submit.sh's job
+        p.read_text() for p in dry_run_folder(load_recipe(path)).glob("*.sbatch"))
+    assert re.search(r"j4=\$\(sbatch --parsable --dependency=afterok:\$j3 \S+/04-pretrain-train\.sbatch\)", out), out
     assert squeue() == [] and not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
+    # near dedup: one array per dedup phase between the shards and the finish job
+    assert main(["corpus", str(path), "--executor", "slurm", "--dry-run", "--set", "corpus.dedup.near=true"]) == 0
+    heads = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("# ---- ") and ".sbatch" in ln]
+    assert [h.split(": ", 1)[1] for h in heads] == [
+        "corpus / shards, job array of 4 tasks for shards 0,1,2,3", "corpus / dedup-signatures, job array of 4 tasks",
+        "corpus / dedup-buckets, job array of 4 tasks", "corpus / dedup-verify, job array of 4 tasks",
+        "corpus / dedup-clusters, job array of 1 tasks", "corpus / dedup-apply, job array of 4 tasks", "corpus / finish"]
     # More shards than allowed tasks: grouped (the cap comes from the recipe or the cluster's MaxArraySize)
     assert main(["corpus", str(path), "--executor", "slurm", "--dry-run", "--set", "slurm.max_array_tasks=3",
                  "--set", "slurm.array_parallelism=2"]) == 0
     out = capsys.readouterr().out
     assert "#SBATCH --array=0-2%2" in out and "job array of 3 tasks for shards 0,1,2,3" in out
+
+
+def test_dry_run_output_submits_and_runs(slurm_cluster, tmp_path, capsys):
+    """What --dry-run writes is really submittable: submit.sh submits the scripts as a chain of afterok jobs that
+    run the stages to DONE, and records them so `kamado slurm status` follows them."""
+    path = write_recipe(tmp_path, 40)
+    assert main(["run", str(path), "--executor", "slurm", "--dry-run", "--until", "tokenizer"]) == 0
+    recipe = load_recipe(path)
+    folder = dry_run_folder(recipe)
+    scripts = sorted(folder.glob("*.sbatch"))
+    assert [p.name for p in scripts] == ["01-corpus-shards.sbatch", "02-corpus-finish.sbatch", "03-tokenizer-stage.sbatch"]
+    for script in scripts:  # the scheduler accepts each one as it is
+        test = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+        assert test.returncode == 0 and "to start at" in test.stderr, (script, test.stderr)
+    assert squeue() == [] and not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
+
+    run = subprocess.run(["bash", str(folder / "submit.sh")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]
+    entries = record["corpus"] + record["tokenizer"]
+    assert [(e["role"], e.get("tasks")) for e in entries] == [("shards", 4), ("finish", None), ("stage", None)]
+    ids = [e["id"] for e in entries]
+    assert all(i.isdigit() for i in ids) and len(set(ids)) == 3 and f"submitted finish job {ids[1]}, after {ids[0]}" in run.stdout
+    assert job_info(ids[2])[0]["Dependency"].startswith(f"afterok:{ids[1]}")
+    wait_until_done(recipe, "tokenizer")
+    assert Workspace(recipe).is_done("corpus") and (Workspace(recipe).stage_dir("tokenizer") / "spm.model").is_file()
+    capsys.readouterr()
+    assert main(["slurm", "status", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["corpus", "DONE"], ["tokenizer", "DONE"]], lines
+    assert f"shards {ids[0]}: COMPLETED×4" in lines[0], lines
 
 
 def test_shards_are_grouped_below_max_array_size(slurm_cluster, tmp_path):

@@ -15,6 +15,23 @@ Runs after the filter shards, as five sharded phases (each a Slurm array in wait
 
 Every task writes checksummed outputs and a done-marker (`store.py`); every task checks the checksums of what
 it reads and refuses truncated or corrupt input with an error naming the file and the phase that wrote it.
+
+The report's `duplicates.json` names, for each removed document, `duplicate_of`: the kept document at the end of
+its chain of matches (an exact copy of a near duplicate, or a document contained in one that is itself contained,
+matched a removed document), and `matched`: the document it matched directly, which `kind` and `similarity`
+describe. An auditor opens `duplicate_of`, always a kept document.
+
+Bad input, the rules (each tested in tests/corpus/test_dedup*.py):
+- an empty filter shard: every phase writes its (empty) outputs and marker for it; it adds no key and no pair.
+- a shard with one document: nothing special; its document is compared with every other shard's.
+- a document shorter than the n-gram size: its whole text is its one shingle, so it matches its exact copies
+  (and the exact-hash check) and nothing else; an empty fingerprint has no shingle and no band key.
+- identical documents in different shards: exact duplicates (same fingerprint hash) found by the exact units,
+  which read every shard's keys in their range; the first in input order is kept, the others name it.
+- a missing, truncated or corrupt signature file (or any phase output): the next phase stops with CorruptInput
+  naming the file and the phase to rerun (missing marker: the task did not finish; size or block checksum that
+  differs from the marker: truncated or corrupted after writing); rerunning that phase redoes only the items
+  without a marker.
 """
 
 from kamado.corpus.dedup.exact import fingerprint_text

@@ -11,6 +11,10 @@ Rules:
 - containment edges are one-way (small ⊂ large) and never merge clusters: one passage contained in two different
   collections must not make the collections duplicates of each other. A keeper contained in another cluster's
   keeper is removed as `contained` in it; sizes strictly decrease along such links, so no cycle removes both.
+- every removed document names two documents: `matched`, the one its edge points to (the first copy of its text,
+  its cluster's keeper, or the larger document it is contained in), and `kept`, the document that stays in the
+  corpus at the end of that chain (a copy of a near duplicate, or a document contained in one that is itself
+  contained, point to a removed document directly). An auditor always opens `kept`; `matched` explains why.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ KIND_NAMES = {EXACT: "exact", NEAR: "near", CONTAINED: "contained"}
 @dataclass
 class Removal:
     gid: np.ndarray  # removed documents (global ids: shard << 32 | row)
-    duplicate_of: np.ndarray  # the document each one duplicates (kept, or itself removed as contained)
+    duplicate_of: np.ndarray  # the document each one matched directly (may itself be removed: see `kept`)
     kind: np.ndarray  # EXACT | NEAR | CONTAINED
     similarity: np.ndarray  # estimated Jaccard, containment, or 1.0 for exact
     cluster_sizes: np.ndarray  # size of every cluster with two or more documents
+    kept: np.ndarray  # the kept document at the end of each one's chain of matches (never a removed one)
 
 
 def cluster(edges: np.ndarray, kinds: np.ndarray, sims: np.ndarray, info) -> Removal:
@@ -39,7 +44,7 @@ def cluster(edges: np.ndarray, kinds: np.ndarray, sims: np.ndarray, info) -> Rem
     exact key [k, 2], shingle count [k]) of those documents."""
     if len(edges) == 0:
         e = np.empty(0, dtype=np.uint64)
-        return Removal(e, e, np.empty(0, np.int8), np.empty(0), np.empty(0, np.int64))
+        return Removal(e, e, np.empty(0, np.int8), np.empty(0), np.empty(0, np.int64), e)
     nodes, inv = np.unique(edges.reshape(-1), return_inverse=True)
     inv = inv.reshape(-1, 2)
     k = len(nodes)
@@ -85,4 +90,16 @@ def cluster(edges: np.ndarray, kinds: np.ndarray, sims: np.ndarray, info) -> Rem
             if not removed[s]:
                 removed[s], dup[s], kind[s], sim[s] = True, l, CONTAINED, c
     idx = np.flatnonzero(removed)
-    return Removal(nodes[idx], nodes[dup[idx]], kind[idx], sim[idx], sizes[sizes > 1])
+    return Removal(nodes[idx], nodes[dup[idx]], kind[idx], sim[idx], sizes[sizes > 1], nodes[_kept(removed, dup)[idx]])
+
+
+def _kept(removed: np.ndarray, dup: np.ndarray) -> np.ndarray:
+    """For every node, the kept node its chain of matches ends at (itself when kept), by pointer jumping: each
+    round doubles the length of chain followed, so a chain of length L takes log2(L) whole-array steps."""
+    target = np.where(removed, dup, np.arange(len(removed)))
+    for _ in range(64):
+        nxt = target[target]
+        if (nxt == target).all():
+            return target
+        target = nxt
+    raise RuntimeError("dedup clusters: a chain of duplicate_of links does not end at a kept document (a cycle)")

@@ -4,13 +4,36 @@ Jaccard MinHash cannot see it: a short story alone and the same story inside a c
 have Jaccard ≈ 0.1. Containment |A ∩ B| / |A| can, and a fixed-rate sample of shingle hashes (FracMinHash, as in
 sourmash) estimates it: keep every distinct shingle whose hash falls below 2^32 / scale. A document's sample is
 then a subset of any document that contains it, so the fraction of A's samples found in B estimates the
-containment, and the samples can be joined like band keys (sorted per shard, range units in the buckets phase).
-Rule: a document with fewer than `min_samples` samples (about min_samples × scale characters) is not checked.
+containment.
+
+Candidates by prefix filtering (the set-similarity-join trick), so that no pair is counted piecewise:
+if at least t·n of A's n samples are in B, then B holds at least one of any n - ceil(t·n) + 1 of A's samples.
+Each document marks that many of its samples as *probes* (the first in a fixed hash order). The buckets phase,
+key range by key range, pairs each probe with the other documents holding the same sample; a pair is emitted
+once per shared probe, at most n - ceil(t·n) + 1 times (~n/10 at t = 0.9), whatever the number of key ranges.
+The verify phase then counts |A ∩ B| exactly from the two documents' whole samples (stored per document by the
+signatures phase). Partial co-occurrence counts summed over key ranges (the earlier design) wrote each pair once
+per range it shared a sample in: their disk and the verify memory grew with the number of ranges, so with the corpus.
+
+Rules:
+- a document with fewer than `min_samples` samples (about min_samples × scale characters) is not checked as the
+  contained one (it has no probes); it can still contain others.
+- containment runs from the document with fewer shingles to the one with more; equal sizes are near/exact cases.
+- a sample shared by more than `max_posting` documents is boilerplate: it makes no candidate and counts neither
+  in the shared samples nor in the small document's total. A probe that is boilerplate is lost, so a document
+  whose probes are all boilerplate is not checked (prefix filtering's guarantee holds for the other samples).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from kamado.corpus.dedup.lsh import group_starts
+from kamado.corpus.dedup.minhash import mix64
+
+_ORDER = np.uint64(0xD6E8FEB86659FD93)  # the probe order: a second hash of the sample, unrelated to key ranges
 
 
 def frac_sample(hashes: np.ndarray, scale: int) -> np.ndarray:
@@ -19,14 +42,58 @@ def frac_sample(hashes: np.ndarray, scale: int) -> np.ndarray:
     return np.unique(keep)
 
 
-def containment_edges(pairs: np.ndarray, shared: np.ndarray, n_a: np.ndarray, n_b: np.ndarray,
-                      size_a: np.ndarray, size_b: np.ndarray, threshold: float, min_samples: int):
-    """From co-occurrence counts of pairs (a, b): the edges (small, large, containment) where the smaller
-    document (fewer shingles) has enough samples and at least `threshold` of them are in the larger one."""
-    a_small = size_a < size_b
-    small = np.where(a_small, pairs[:, 0], pairs[:, 1])
-    large = np.where(a_small, pairs[:, 1], pairs[:, 0])
-    n_small = np.where(a_small, n_a, n_b)
-    frac = shared / np.maximum(n_small, 1)
-    keep = (size_a != size_b) & (n_small >= min_samples) & (frac >= threshold)
-    return small[keep], large[keep], frac[keep]
+def probes(sample: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
+    """Boolean mask over a document's sample: its n - ceil(t·n) + 1 probes (none below `min_samples`)."""
+    n = len(sample)
+    mask = np.zeros(n, dtype=bool)
+    if n < max(1, min_samples):
+        return mask
+    need = math.ceil(round(threshold * n, 9))  # round: 0.9 × 10 is 9.000000000000002 in floats
+    with np.errstate(over="ignore"):
+        order = np.argsort(mix64(sample * _ORDER), kind="stable")
+    mask[order[: n - need + 1]] = True
+    return mask
+
+
+def probe_pairs(sorted_keys: np.ndarray, ids: np.ndarray, probe: np.ndarray, max_group: int):
+    """In each group of 2..max_group equal keys, the pairs (probe entry's id, other id); also the keys of the
+    larger groups (boilerplate, skipped), one per group."""
+    starts = group_starts(sorted_keys)
+    gid = np.cumsum(starts) - 1
+    sizes = np.bincount(gid) if len(gid) else np.zeros(0, dtype=np.int64)
+    big = sizes[gid] > max_group if len(gid) else np.zeros(0, dtype=bool)
+    common = sorted_keys[starts & big]
+    ids, gid, probe = ids[~big], gid[~big], probe[~big]
+    out = [np.empty((0, 2), dtype=np.uint64)]
+    for d in range(1, max_group):  # entries (i, i+d) inside one group, one whole-array step per distance
+        if d >= len(ids):
+            break
+        same = gid[d:] == gid[:-d]
+        if not same.any():
+            break
+        a, b = ids[:-d][same], ids[d:][same]
+        pa, pb = probe[:-d][same], probe[d:][same]
+        out += [np.stack([a[pa], b[pa]], axis=1), np.stack([b[pb], a[pb]], axis=1)]
+    return np.concatenate(out), common
+
+
+def shared_counts(pairs_idx: np.ndarray, rank: np.ndarray, offsets: np.ndarray, boiler: np.ndarray) -> np.ndarray:
+    """|A ∩ B| without boilerplate samples for index pairs (a, b) into documents whose sorted samples are
+    rank[offsets[i]:offsets[i + 1]] (each sample as its rank among the distinct samples: np.unique's inverse;
+    boiler marks boilerplate samples). Vectorised: every sample of each pair's first document is looked up among
+    the second's by one binary search over (document, rank) numbers."""
+    counts = np.diff(offsets)
+    a, b = pairs_idx[:, 0], pairs_idx[:, 1]
+    n_q = counts[a]
+    q_pair = np.repeat(np.arange(len(a)), n_q)
+    if len(q_pair) == 0:
+        return np.zeros(len(a), dtype=np.int64)
+    q_pos = np.repeat(offsets[a] - np.concatenate([[0], np.cumsum(n_q)[:-1]]), n_q) + np.arange(len(q_pair))
+    # (document, key) as one sortable int64: document × distinct keys + the key's rank. The table is sorted
+    # already (documents in order, each one's samples sorted), so one searchsorted finds every query.
+    span = np.int64(rank.max()) + 1
+    table = np.repeat(np.arange(len(counts), dtype=np.int64), counts) * span + rank
+    query = b[q_pair].astype(np.int64) * span + rank[q_pos]
+    pos = np.minimum(np.searchsorted(table, query), len(table) - 1)
+    hit = (table[pos] == query) & ~boiler[q_pos]
+    return np.bincount(q_pair[hit], minlength=len(a))

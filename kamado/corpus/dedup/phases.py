@@ -6,23 +6,28 @@ array. An item whose done-marker exists is skipped: a rerun does only what is mi
 
 Layout under <corpus>/work/dedup/:
     sig/SSSSS.*        per filter shard: ids, input order, exact key, shingle count, MinHash rows, band keys
-                       (sorted per band), containment samples (sorted), contaminated rows
-    buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR): pairs (and co-occurrence counts)
+                       (sorted per band), containment samples twice (sorted by key with their probe flags, for
+                       buckets; per document, for verify), contaminated rows
+    buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR): pairs (contain: (small, large)
+                       candidates and the range's boilerplate samples)
     verify/VVVVV.*     per pair slice: verified edges (a, b, kind, similarity)
-    clusters/SSSSS.*   per filter shard: removed rows, the id each duplicates, kind, similarity; summary.*
+    clusters/SSSSS.*   per filter shard: removed rows, the kept id each duplicates and the id it matched, kind,
+                       similarity; summary.*
     apply/SSSSS.*      per filter shard: final data shard written, counts, the duplicates.json entries
 
-Memory per task, with D documents in a filter shard and N in the corpus (benchmarks/dedup_memory.py measures
-it at 1x/4x/16x: flat for every phase without containment; with containment the buckets and verify tasks grow
-slowly, see the partial counts below):
-    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, +~0.8 KB with containment)
-    buckets     ~48 B × documents in its unit (≤ bucket_unit_docs; the number of units grows with N)
-    verify      its slice of the candidate pairs (pairs sorted by slice in each bucket file) + their signature rows
+Memory per task, with D documents in a filter shard, U = bucket_unit_docs and S samples per document (about
+characters / containment_scale); none of it grows with N, the documents of the corpus, which only adds tasks
+(benchmarks/dedup_memory.py measures 1x/4x/16x; benchmarks/dedup_scale.py fits these against task inputs):
+    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, + ~21 B × S × D with
+                containment)
+    buckets     exact/band unit: ~48 B × its documents (≤ U); contain unit: ~40 B × its samples (≤ S × U) + its
+                candidate pairs (each pair once per shared probe: ≤ S·(1 - t) + 1 times, whatever the ranges)
+    verify      its slice of the candidate pairs (~ pairs per document × U) + their signature rows; containment:
+                CONTAIN_CHUNK samples of its pairs' documents at a time (~20 MB)
     clusters    ~100 B × documents that have an edge (duplicates), one shard's ids at a time
     apply       one document at a time + its shard's removal list
-Containment with more than one key range writes partial co-occurrence counts (a pair's shared samples are
-spread over the ranges), summed in verify; their number grows with the pairs of documents that share a sampled
-shingle, which is what grows in the benchmark. With one range the counts are complete and pruned at once.
+Candidate pairs per document depend on the duplicates in the corpus, not on its size: at most (probes ×
+max_posting) for containment, and one per band in which a document shares a bucket for near duplicates.
 """
 
 from __future__ import annotations
@@ -39,10 +44,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from kamado.corpus.dedup import clusters as cl
-from kamado.corpus.dedup.contain import containment_edges, frac_sample
+from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, shared_counts
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
-from kamado.corpus.dedup.lsh import all_pairs, band_keys, key_range, ordered, slice_sorted, star_pairs, unique_pairs
+from kamado.corpus.dedup.lsh import band_keys, key_range, ordered, slice_sorted, star_pairs, unique_pairs
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, mix64, shingle_hashes
 from kamado.corpus.dedup.store import CorruptInput, Outputs, is_done, write_outputs
 from kamado.recipe import Recipe
@@ -50,6 +55,7 @@ from kamado.stage import Workspace
 
 PHASES = ("signatures", "buckets", "verify", "clusters", "apply")
 BATCH_SHINGLES = 4_000_000  # shingle hashes held at once by a signatures task (32 MB)
+CONTAIN_CHUNK = 250_000  # containment samples a verify task holds at once (~20 MB)
 DROP_REASONS = {cl.EXACT: "exact_duplicate", cl.NEAR: "near_duplicate", cl.CONTAINED: "contained_duplicate"}
 
 __all__ = ["PHASES", "CorruptInput", "num_tasks_for", "run_phase", "run_local"]
@@ -170,8 +176,8 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
     near, contain = _near(recipe), _contain(recipe)
     hasher = MinHasher(cfg.num_perm, cfg.seed) if near else None
     evals = load_eval_ngrams(cfg.decontam_paths, cfg.decontam_ngram) if cfg.decontam_paths else None
-    ids, orders, exact, sizes, nfrac = [], [], [], [], []
-    sig_parts, frac_keys, frac_rows = [], [], []
+    ids, orders, exact, sizes = [], [], [], []
+    sig_parts, frac_keys, frac_rows, frac_probe = [], [], [], []
     contaminated: list[list] = []
     excluded: list[int] = []
     batch: list[np.ndarray] = []
@@ -203,9 +209,9 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
                 flush()
         if contain:
             sample = frac_sample(h, cfg.containment_scale)
-            nfrac.append(len(sample))
             frac_keys.append(sample)
             frac_rows.append(np.full(len(sample), row, dtype=np.uint32))
+            frac_probe.append(probes(sample, cfg.containment_threshold, cfg.containment_min_samples))
     if near:
         flush()
     n = len(ids)
@@ -234,11 +240,15 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
     if contain:
         fk = np.concatenate(frac_keys) if frac_keys else np.empty(0, np.uint64)
         fr = np.concatenate(frac_rows) if frac_rows else np.empty(0, np.uint32)
+        fp = np.concatenate(frac_probe) if frac_probe else np.empty(0, bool)
+        # per document (row order, each sorted): what verify counts |A ∩ B| from
+        arrays["frac_doc_keys"] = fk
+        arrays["frac_offsets"] = np.concatenate([[0], np.cumsum([len(k) for k in frac_keys])]).astype(np.int64)
         keep = active[fr] if len(fr) else np.zeros(0, dtype=bool)
-        fk, fr = fk[keep], fr[keep]
+        fk, fr, fp = fk[keep], fr[keep], fp[keep]
         o = np.argsort(fk, kind="stable")
-        arrays["frac_keys"], arrays["frac_rows"] = fk[o], fr[o]
-        arrays["nfrac"] = np.array(nfrac, dtype=np.uint32)
+        # sorted by key: what the buckets phase slices into key ranges
+        arrays["frac_keys"], arrays["frac_rows"], arrays["frac_probe"] = fk[o], fr[o], fp[o]
     stats = {"docs": n, "contaminated": len(contaminated), "no_shingle": int((arrays["size"] == 0).sum()) if near else 0}
     write_outputs(folder, name, "signatures", arrays, docs={"ids": ids, "contaminated": contaminated}, stats=stats)
     return stats
@@ -252,7 +262,7 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
         return None
     kind, band, r, ranges = unit
     lo, hi = key_range(r, ranges)
-    keys_parts, lo_parts, id_parts = [], [], []
+    keys_parts, lo_parts, id_parts, probe_parts = [], [], [], []
     for shard in range(recipe.corpus.num_shards):
         sig = _sig(ws, shard)
         if kind == "exact":
@@ -271,6 +281,7 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
             s = slice_sorted(keys, lo, hi)
             keys_parts.append(sig.take("frac_keys", s.start, s.stop))
             id_parts.append(_gid(shard, sig.take("frac_rows", s.start, s.stop)))
+            probe_parts.append(sig.take("frac_probe", s.start, s.stop))
     keys = np.concatenate(keys_parts) if keys_parts else np.empty(0, np.uint64)
     ids = np.concatenate(id_parts) if id_parts else np.empty(0, np.uint64)
     stats = {"unit": name, "entries": int(len(keys))}
@@ -283,20 +294,17 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
         o = np.lexsort((ids, keys))
         arrays = {"pairs": ordered(star_pairs(keys[o], ids[o]))}
     else:
+        probe = np.concatenate(probe_parts) if probe_parts else np.empty(0, bool)
         o = np.lexsort((ids, keys))
-        pairs, skipped = all_pairs(keys[o], ids[o], recipe.corpus.dedup.max_posting)
-        pairs, counts = unique_pairs(ordered(pairs))
-        # Samples shared by too many documents (boilerplate) are left out of the containment fraction too.
-        common_gids, common_counts = np.unique(skipped, return_counts=True)
-        if ranges == 1 and len(pairs):  # the counts are complete here: drop pairs that cannot reach the threshold
-            cfg = recipe.corpus.dedup
-            n_min = np.minimum(*(_effective_samples(recipe, ws, pairs[:, c], [(common_gids, common_counts)], {})
-                                 for c in (0, 1)))
-            keep = (n_min >= cfg.containment_min_samples) & (counts >= cfg.containment_threshold * n_min)
-            pairs, counts = pairs[keep], counts[keep]
-        arrays = {"pairs": pairs, "counts": counts.astype(np.uint32)}
-        stats["common_samples_skipped"] = int(len(skipped))
-        common = {"common_gids": common_gids, "common_counts": common_counts.astype(np.uint32)}
+        # (small, large) candidates: a probe sample of the smaller document held by the larger one (contain.py)
+        pairs, common = probe_pairs(keys[o], ids[o], probe[o], recipe.corpus.dedup.max_posting)
+        pairs = unique_pairs(pairs)[0]
+        if len(pairs):
+            gids, inv = np.unique(pairs, return_inverse=True)
+            size = _gather(recipe, ws, "size", gids, {})[inv.reshape(-1, 2)]
+            pairs = pairs[size[:, 0] < size[:, 1]]
+        arrays = {"pairs": pairs}
+        stats["common_samples"] = int(len(common))
     # Sorted by the verify slice each pair belongs to, with offsets: a verify task reads only its own part.
     slices = _slices(recipe, ws)
     which = _slice_of(arrays["pairs"], slices) if len(arrays["pairs"]) else np.zeros(0, np.int64)
@@ -304,7 +312,7 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     arrays = {k: v[o] for k, v in arrays.items()}
     arrays["slice_offsets"] = np.searchsorted(which[o], np.arange(slices + 1)).astype(np.int64)
     if kind == "contain":
-        arrays.update(common)
+        arrays["common_keys"] = np.unique(common)  # boilerplate samples of this key range, for verify
     stats["pairs"] = int(len(arrays["pairs"]))
     write_outputs(folder, name, "buckets", arrays, stats=stats)
     return stats
@@ -331,14 +339,55 @@ def _gather(recipe: Recipe, ws: Workspace, key: str, gids: np.ndarray, cache: di
     return out if out is not None else np.empty(0)
 
 
-def _effective_samples(recipe: Recipe, ws: Workspace, gids: np.ndarray, commons, cache: dict) -> np.ndarray:
-    """A document's containment samples minus those skipped as boilerplate (summed over the contain units)."""
-    n = _gather(recipe, ws, "nfrac", gids, cache).astype(np.int64)
-    for common_gids, common_counts in commons:
-        if len(common_gids):
-            pos = np.minimum(np.searchsorted(common_gids, gids), len(common_gids) - 1)
-            n -= np.where(common_gids[pos] == gids, common_counts[pos], 0).astype(np.int64)
-    return n
+def _samples(ws: Workspace, gids: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The containment samples of sorted global ids, concatenated in that order, and their offsets."""
+    shards, rows = _split(gids)
+    keys, counts = [], []
+    for shard in np.unique(shards):
+        sig = cache.setdefault(int(shard), _sig(ws, int(shard)))
+        r = rows[shards == shard]
+        start, stop = sig.rows("frac_offsets", r), sig.rows("frac_offsets", r + 1)
+        n = stop - start
+        index = np.repeat(start - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(int(n.sum()))
+        keys.append(sig.rows("frac_doc_keys", index))
+        counts.append(n)
+    counts = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    keys = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+    return keys, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[Outputs], cache: dict):
+    """Edges (small, large, containment) among candidate (small, large) pairs, counted exactly from samples.
+
+    Pairs go in chunks whose two documents' samples add up to about CONTAIN_CHUNK: only a chunk's samples are in
+    memory (the documents of a slice's pairs can be most of the corpus)."""
+    cfg = recipe.corpus.dedup
+    gids, inv = np.unique(pairs, return_inverse=True)
+    n = (_gather(recipe, ws, "frac_offsets", gids + np.uint64(1), cache)
+         - _gather(recipe, ws, "frac_offsets", gids, cache))[inv.reshape(-1, 2)]
+    cost = np.cumsum(n.sum(axis=1))
+    ends = np.searchsorted(cost, np.arange(CONTAIN_CHUNK, cost[-1], CONTAIN_CHUNK), side="right")
+    bounds = np.unique(np.concatenate([[0], ends, [len(pairs)]]))
+    small, large, frac = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        chunk = pairs[a:b]
+        docs, idx = np.unique(chunk, return_inverse=True)
+        idx = idx.reshape(-1, 2)
+        keys, offsets = _samples(ws, docs, cache)
+        boiler = np.zeros(len(keys), dtype=bool)
+        for out in units:  # one contain unit's boilerplate keys in memory at a time
+            common = out.array("common_keys")
+            if len(common):
+                boiler |= np.isin(keys, common)
+        owner = np.repeat(np.arange(len(docs)), np.diff(offsets))
+        n_small = np.bincount(owner[~boiler], minlength=len(docs))[idx[:, 0]]
+        rank = np.unique(keys, return_inverse=True)[1].astype(np.int64)
+        f = shared_counts(idx, rank, offsets, boiler) / np.maximum(n_small, 1)
+        keep = (n_small >= cfg.containment_min_samples) & (f >= cfg.containment_threshold)
+        small.append(chunk[keep, 0])
+        large.append(chunk[keep, 1])
+        frac.append(f[keep])
+    return np.concatenate(small), np.concatenate(large), np.concatenate(frac)
 
 
 def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
@@ -346,14 +395,13 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
     if is_done(folder, name):
         return None
     cfg = recipe.corpus.dedup
-    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "counts": [], "common": []}
+    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "common": []}
     for unit in _bucket_units(recipe, ws):
         out = Outputs(dedup_dir(ws) / "buckets", _unit_name(unit), "buckets")
         offsets = out.array("slice_offsets")
         lo, hi = int(offsets[v]), int(offsets[v + 1])
         parts[unit[0]].append(out.take("pairs", lo, hi))
         if unit[0] == "contain":
-            parts["counts"].append(out.take("counts", lo, hi))
             parts["common"].append(out)
     cache: dict = {}
     edges, kinds, sims = [], [], []
@@ -373,14 +421,9 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
         kinds.append(np.full(int(keep.sum()), cl.NEAR, np.int8))
         sims.append(est[keep].astype(np.float32))
     if parts["contain"]:
-        pairs, shared = unique_pairs(np.concatenate(parts["contain"]), np.concatenate(parts["counts"]))
+        pairs = unique_pairs(np.concatenate(parts["contain"]))[0]
         if len(pairs):
-            # one contain unit's boilerplate counts in memory at a time (~12 B x its documents)
-            commons = lambda: ((o.array("common_gids"), o.array("common_counts")) for o in parts["common"])  # noqa: E731
-            nf_a, nf_b = (_effective_samples(recipe, ws, pairs[:, c], commons(), cache) for c in (0, 1))
-            sz_a, sz_b = (_gather(recipe, ws, "size", pairs[:, c], cache) for c in (0, 1))
-            small, large, frac = containment_edges(pairs, shared, nf_a, nf_b,
-                                                   sz_a, sz_b, cfg.containment_threshold, cfg.containment_min_samples)
+            small, large, frac = _containment(recipe, ws, pairs, parts["common"], cache)
         else:
             small = large = np.empty(0, np.uint64)
             frac = np.empty(0)
@@ -411,19 +454,15 @@ def _clusters(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
                 _gather(recipe, ws, "size", nodes, cache))
 
     removal = cl.cluster(np.concatenate(edges).reshape(-1, 2), np.concatenate(kinds), np.concatenate(sims), info)
-    # Resolve the ids of the documents they duplicate, one shard's id list at a time.
-    dup_shard, dup_row = _split(removal.duplicate_of)
-    dup_ids = np.empty(len(removal.gid), dtype=object)
-    for shard in np.unique(dup_shard):
-        ids = _sig(ws, int(shard)).json("ids")
-        sel = np.flatnonzero(dup_shard == shard)
-        dup_ids[sel] = [ids[r] for r in dup_row[sel]]
+    # Resolve the ids of the kept and the directly matched documents, one shard's id list at a time.
+    kept_ids, matched_ids = _ids_of(ws, removal.kept), _ids_of(ws, removal.duplicate_of)
     rm_shard, rm_row = _split(removal.gid)
     for shard in range(recipe.corpus.num_shards):
         sel = rm_shard == shard
         write_outputs(folder, f"{shard:05d}", "clusters",
                       {"rows": rm_row[sel], "kind": removal.kind[sel], "sim": removal.similarity[sel].astype(np.float32)},
-                      docs={"duplicate_of": list(dup_ids[sel])}, stats={"removed": int(sel.sum())})
+                      docs={"duplicate_of": list(kept_ids[sel]), "matched": list(matched_ids[sel])},
+                      stats={"removed": int(sel.sum())})
     sizes = Counter(int(s) for s in removal.cluster_sizes)
     stats = {
         "clusters": int(len(removal.cluster_sizes)),
@@ -434,6 +473,17 @@ def _clusters(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     }
     write_outputs(folder, "summary", "clusters", stats=stats)
     return stats
+
+
+def _ids_of(ws: Workspace, gids: np.ndarray) -> np.ndarray:
+    """Document ids of global ids, reading one shard's id list at a time."""
+    shards, rows = _split(gids)
+    out = np.empty(len(gids), dtype=object)
+    for shard in np.unique(shards):
+        ids = _sig(ws, int(shard)).json("ids")
+        sel = np.flatnonzero(shards == shard)
+        out[sel] = [ids[r] for r in rows[sel]]
+    return out
 
 
 # ---------------------------------------------------------------- 5. apply
@@ -449,9 +499,13 @@ def _apply(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
     for row, where in sig.json("contaminated"):
         drop[row] = {"id": ids[row], "duplicate_of": None, "kind": "contaminated", "eval": where}
         reason[row] = "contaminated"
-    for row, kind, sim, dup in zip(rm.array("rows"), rm.array("kind"), rm.array("sim"), rm.json("duplicate_of")):
+    for row, kind, sim, dup, matched in zip(rm.array("rows"), rm.array("kind"), rm.array("sim"), rm.json("duplicate_of"),
+                                            rm.json("matched")):
         row, kind = int(row), int(kind)
-        drop[row] = {"id": ids[row], "duplicate_of": dup, "kind": cl.KIND_NAMES[kind], "similarity": round(float(sim), 4)}
+        # duplicate_of: the kept document (open it to audit); matched: the direct match, which `kind` and
+        # `similarity` describe (the same document unless the match was itself removed).
+        drop[row] = {"id": ids[row], "duplicate_of": dup, "matched": matched, "kind": cl.KIND_NAMES[kind],
+                     "similarity": round(float(sim), 4)}
         reason[row] = DROP_REASONS[kind]
     out_path = data_path(ws, shard)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kamado.corpus.readers import open_text
+from kamado.jsonl import RecordError, iter_jsonl, need
 
 
-class EvalDataError(ValueError):
+class EvalDataError(RecordError):
     """An evaluation file that cannot be used: the message names the file, the line and the field."""
 
 
@@ -38,27 +39,11 @@ DEFAULT_TEMPLATES = {
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    with open_text(str(path)) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise EvalDataError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}")
-            yield line_no, rec
+    return iter_jsonl(str(path), EvalDataError)
 
 
 def _need(rec: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in rec:
-        raise EvalDataError(f"{where}: field '{key}' missing")
-    value = rec[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EvalDataError(f"{where}: field '{key}' must be {names}, not {type(value).__name__}")
-    return value
+    return need(rec, key, kind, where, EvalDataError)
 
 
 def read_jcommonsenseqa(path: Path) -> list[Item]:

@@ -1,0 +1,249 @@
+"""Scale on paper: the dedup phases' per-document costs measured on the shared Japanese text, extrapolated to 1 TB.
+
+    python benchmarks/dedup_scale.py [--data ../shared/data] [--terabytes 1] [--shard-docs 1000000] [--json out.json]
+
+Measurement corpus: every document of the shared web and prose text files (`text` field: ABEJA-CC sample, KWDLC
+leads, Aozora prose, JaQuAD Wikipedia paragraphs, Wikipedia leads; the Debian/LilyPond pages are HTML sources,
+not text, and are left out). Its mean UTF-8 size per document converts 1 TB into a document count N.
+
+Three runs of the real phases over that corpus, each task in a spawned worker that resets its peak-RSS mark
+(VmHWM) and reports its peak RSS, its CPU seconds (user + system: time per core) and its input size:
+    A  containment on,  4 shards, 1 key range  (big tasks)
+    B  containment on, 16 shards, 4 key ranges (tasks 4x smaller)
+    C  containment off, 16 shards, 4 key ranges
+Memory per task is fitted as idle + fixed + slope x input over the tasks of A and B (C alone for containment off),
+input being: documents of its shard (signatures, apply), entries of its unit (buckets: one per document for an
+exact or band unit, one per sampled shingle for a contain unit), candidate pairs of its slice (verify), and
+documents with an edge (clusters: one task, so its figure is peak / nodes, an upper bound). Disk is what each phase
+writes per document; time is CPU seconds per document. All scale with N except what depends on the duplicate rate
+(candidate pairs, cluster nodes), taken as measured on this corpus and stated.
+
+At N documents with the recipe's settings (20 bands x 10 rows, 5-grams, bucket_unit_docs 4M): signatures and apply
+run N / shard_docs tasks; buckets runs R = ceil(N / bucket_unit_docs) key ranges for exact, each band, and contain;
+verify runs R slices; clusters one task. Nothing is copied into the repository: shards are written to a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from dedup_memory import _idle, _peak_mb, _reset_peak  # noqa: E402  (the same VmHWM measurement)
+
+FILES = ["web/abeja_cc_ja_sample_99docs.jsonl.gz", "web/kwdlc_web_document_leads.jsonl.gz",
+         "prose/aozora_pd9_plain.jsonl.gz", "prose/jaquad_train_wikipedia_paragraphs.jsonl.gz",
+         "prose/wikipedia_annotated_corpus_leads.jsonl.gz"]
+SUBDIR = {"signatures": "sig", "buckets": "buckets", "verify": "verify", "clusters": "clusters", "apply": "apply"}
+
+
+def _task(args: tuple) -> dict:
+    name, recipe, task, num_tasks = args
+    from kamado.corpus.dedup import run_phase
+    from kamado.stage import Workspace
+
+    _reset_peak()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    run_phase(name, recipe, Workspace(recipe), task, num_tasks)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"task": task, "peak_mb": _peak_mb(), "cpu_s": cpu}
+
+
+def load_docs(data: Path) -> tuple[list[str], dict]:
+    texts, per_file = [], {}
+    for rel in FILES:
+        path = data / rel
+        if not path.is_file():
+            sys.exit(f"{path}: not found (the shared web/prose data is needed)")
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            part = [d["text"] for d in map(json.loads, fh) if d.get("text")]
+        size = sum(len(t.encode("utf-8")) for t in part)
+        per_file[rel] = {"docs": len(part), "bytes": size, "mean_bytes": round(size / len(part)),
+                         "bytes_per_char": round(size / sum(map(len, part)), 2)}
+        texts += part
+    return texts, per_file
+
+
+def write_corpus(texts: list[str], folder: Path, num_shards: int, ranges: int, contain: bool):
+    from kamado.recipe import load_recipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "r.yaml").write_text(
+        "name: scale\nworkdir: run\nstages: [corpus]\ncorpus:\n  sources: [{name: s, paths: [unused.jsonl]}]\n",
+        encoding="utf-8")
+    recipe = load_recipe(folder / "r.yaml", [f"corpus.num_shards={num_shards}", "corpus.dedup.near=true",
+                                              f"corpus.dedup.containment={str(contain).lower()}",
+                                              f"corpus.dedup.bucket_unit_docs={math.ceil(len(texts) / ranges)}"])
+    work = Path(recipe.workdir) / "corpus" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for shard in range(num_shards):  # the format run_shard writes: the dedup phases' input
+        with gzip.open(work / f"filtered-{shard:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as fh:
+            for i in range(shard, len(texts), num_shards):
+                fh.write(json.dumps({"id": f"d{i}", "text": texts[i], "meta": {"source": "s", "order": [0, 0, i]}},
+                                    ensure_ascii=False) + "\n")
+        (work / f"filtered-{shard:05d}.done.json").write_text("{}")
+    return recipe
+
+
+def run(label: str, texts: list[str], folder: Path, num_shards: int, ranges: int, contain: bool, idle: float) -> dict:
+    """Every phase, task by task; per task: peak above idle, CPU seconds, input size, kind (buckets units)."""
+    from kamado.corpus.dedup import PHASES, num_tasks_for
+    from kamado.corpus.dedup.phases import _bucket_units, _unit_name, dedup_dir
+    from kamado.corpus.dedup.store import Outputs
+    from kamado.stage import Workspace
+
+    recipe = write_corpus(texts, folder, num_shards, ranges, contain)
+    ws = Workspace(recipe)
+    ctx = mp.get_context("spawn")
+    out = {"label": label, "shards": num_shards, "ranges": ranges, "contain": contain, "phases": {}}
+    for name in PHASES:
+        n = num_tasks_for(name, recipe, ws)
+        with ctx.Pool(2) as pool:
+            results = pool.map(_task, [(name, recipe, t, n) for t in range(n)], chunksize=1)
+        d = dedup_dir(ws)
+        tasks = []
+        for r in results:
+            t = r["task"]
+            if name in ("signatures", "apply"):
+                size, kind = Outputs(d / "sig", f"{t:05d}", "signatures").stats["docs"], name
+            elif name == "buckets":
+                unit = _bucket_units(recipe, ws)[t]
+                size, kind = Outputs(d / "buckets", _unit_name(unit), "buckets").stats["entries"], unit[0]
+            elif name == "verify":
+                st = Outputs(d / "verify", f"{t:05d}", "verify").stats
+                size, kind = st.get("exact_pairs", 0) + st.get("candidate_pairs", 0) + st.get("containment_pairs_seen", 0), name
+            else:
+                size, kind = Outputs(d / "clusters", "summary", "clusters").stats["docs_in_clusters"], name
+            tasks.append({"kind": kind, "input": int(size), "above_idle_mb": r["peak_mb"] - idle, "cpu_s": r["cpu_s"]})
+        written = {}
+        for p in (d / SUBDIR[name]).glob("*"):  # buckets: per unit kind (exact, band, contain); others: all
+            key = next((k for k in ("exact", "band", "contain") if p.name.startswith(k)), "all")
+            written[key] = written.get(key, 0) + p.stat().st_size
+        if name == "apply":
+            written["data shards"] = sum(p.stat().st_size for p in (ws.stage_dir("corpus") / "data").glob("*"))
+        out["phases"][name] = {"tasks": tasks, "written": written}
+        print(f"  {label}: {name:<10} {n:>3} tasks, peak above idle {max(t['above_idle_mb'] for t in tasks):6.1f} MB, "
+              f"cpu {sum(t['cpu_s'] for t in tasks):6.1f} s, wrote {sum(written.values()) / len(texts):8.1f} B/doc",
+              flush=True)
+    summary = Outputs(dedup_dir(ws) / "clusters", "summary", "clusters").stats
+    out["docs_in_clusters"] = summary["docs_in_clusters"]
+    out["removed"] = summary["removed"]
+    sig_stats = [Outputs(dedup_dir(ws) / "sig", f"{s:05d}", "signatures") for s in range(num_shards)]
+    out["samples"] = sum(len(o.mapped("frac_keys")) for o in sig_stats) if contain else 0
+    return out
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(fixed MB, MB per input unit), least squares, slope kept >= 0; one distinct input: slope from the origin."""
+    x = np.array([p[0] for p in points], dtype=float)
+    y = np.array([p[1] for p in points], dtype=float)
+    if len(np.unique(x)) < 2:
+        return 0.0, float(y.max() / max(x.max(), 1))
+    slope, fixed = np.polyfit(x, y, 1)
+    return float(max(fixed, 0.0)), float(max(slope, 0.0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--terabytes", type=float, default=1.0)
+    ap.add_argument("--shard-docs", type=int, default=1_000_000, help="documents per filter shard at scale")
+    ap.add_argument("--bucket-unit-docs", type=int, default=None, help="default: the recipe's")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    from kamado.recipe import DedupConfig
+
+    cfg = DedupConfig()
+    unit_docs = args.bucket_unit_docs or cfg.bucket_unit_docs
+    texts, per_file = load_docs(Path(args.data))
+    total_bytes = sum(v["bytes"] for v in per_file.values())
+    mean = total_bytes / len(texts)
+    N = int(args.terabytes * 1e12 / mean)
+    print(f"measurement corpus: {len(texts):,} documents, {total_bytes / 1e6:.1f} MB of UTF-8 text, mean {mean:,.0f} B/doc")
+    for rel, v in per_file.items():
+        print(f"  {rel}: {v['docs']:,} docs, mean {v['mean_bytes']:,} B/doc, {v['bytes_per_char']} B/char")
+    print(f"conversion: {args.terabytes:g} TB / {mean:,.0f} B per doc = {N / 1e6:,.0f}M documents "
+          f"(the issue's ~400M is 2,500 B/doc)")
+    print(f"settings: {cfg.bands}x{cfg.rows} bands, {cfg.ngram}-grams, {cfg.num_perm} perms, containment scale "
+          f"{cfg.containment_scale}, bucket_unit_docs {unit_docs:,}, {args.shard_docs:,} docs per shard")
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        idle = pool.map(_idle, [0])[0]
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="kamado-dedup-scale-") as tmp:
+        for label, shards, ranges, contain in (("A", 4, 1, True), ("B", 16, 4, True), ("C", 16, 4, False)):
+            runs[label] = run(label, texts, Path(tmp) / label, shards, ranges, contain, idle)
+    n_meas = len(texts)
+    R = math.ceil(N / unit_docs)
+    shards = math.ceil(N / args.shard_docs)
+    rows = []
+    for contain, labels in ((True, ("A", "B")), (False, ("C",))):
+        ref = runs[labels[-1]]
+        samples_per_doc = ref["samples"] / n_meas
+        for name in ("signatures", "buckets", "verify", "clusters", "apply"):
+            kinds = sorted({t["kind"] for lab in labels for t in runs[lab]["phases"][name]["tasks"]})
+            for kind in kinds:
+                pts = [(t["input"], t["above_idle_mb"]) for lab in labels for t in runs[lab]["phases"][name]["tasks"]
+                       if t["kind"] == kind]
+                fixed, slope = fit(pts)
+                cpu = sum(t["cpu_s"] for t in ref["phases"][name]["tasks"] if t["kind"] == kind)
+                if name in ("signatures", "apply"):
+                    tasks, unit_input = shards, min(args.shard_docs, N)
+                elif name == "buckets":
+                    per = samples_per_doc if kind == "contain" else 1.0
+                    tasks = R * (cfg.bands if kind == "band" else 1)
+                    unit_input = per * N / R
+                elif name == "verify":
+                    tasks = R
+                    pairs = sum(t["input"] for t in ref["phases"][name]["tasks"]) / n_meas
+                    unit_input = pairs * N / R
+                else:
+                    tasks = 1
+                    unit_input = ref["docs_in_clusters"] / n_meas * N
+                written = ref["phases"][name]["written"]
+                if name == "buckets":
+                    disk = written.get(kind, 0)
+                else:
+                    disk = sum(v for k, v in written.items() if k != "data shards")
+                rows.append({
+                    "containment": contain, "phase": name if name != "buckets" else f"buckets ({kind})", "tasks": tasks,
+                    "input_per_task": unit_input, "mem_mb": idle + fixed + slope * unit_input,
+                    "fixed_mb": fixed, "mb_per_million_input": slope * 1e6,
+                    "disk_gb": disk / n_meas * N / 1e9, "disk_b_per_doc": disk / n_meas,
+                    "cpu_us_per_doc": cpu / n_meas * 1e6, "core_hours": cpu / n_meas * N / 3600,
+                })
+    print(f"\nN = {N / 1e6:,.0f}M documents ({args.terabytes:g} TB at {mean:,.0f} B/doc), R = {R} key ranges, "
+          f"{shards} shards; idle worker {idle:.0f} MB; duplicates measured here: "
+          f"{runs['B']['docs_in_clusters'] / n_meas:.2%} of documents in a cluster, "
+          f"{runs['B']['samples'] / n_meas:.1f} containment samples per document")
+    print("\n| containment | phase | tasks | input per task | memory per task | fitted MB per 1M input | disk B/doc | disk "
+          "at N | CPU µs/doc | core-hours at N |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {'on' if r['containment'] else 'off'} | {r['phase']} | {r['tasks']:,} | {r['input_per_task']:,.0f} | "
+              f"{r['mem_mb']:,.0f} MB | {r['mb_per_million_input']:,.1f} (+{r['fixed_mb']:.0f}) | {r['disk_b_per_doc']:,.0f} | "
+              f"{r['disk_gb']:,.0f} GB | {r['cpu_us_per_doc']:,.0f} | {r['core_hours']:,.0f} |")
+    for contain in (True, False):
+        sel = [r for r in rows if r["containment"] == contain]
+        print(f"containment {'on' if contain else 'off'}: total disk {sum(r['disk_gb'] for r in sel):,.0f} GB "
+              f"(+ the kept data shards), {sum(r['core_hours'] for r in sel):,.0f} core-hours, largest task "
+              f"{max(r['mem_mb'] for r in sel):,.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"per_file": per_file, "N": N, "R": R, "rows": rows,
+                                               "runs": runs}, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
