@@ -356,7 +356,7 @@ def _samples(ws: Workspace, gids: np.ndarray, cache: dict) -> tuple[np.ndarray, 
     return keys, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[Outputs], cache: dict):
+def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[tuple[tuple, Outputs]], cache: dict):
     """Edges (small, large, containment) among candidate (small, large) pairs, counted exactly from samples.
 
     Pairs go in chunks whose two documents' samples add up to about CONTAIN_CHUNK: only a chunk's samples are in
@@ -374,14 +374,16 @@ def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[O
         docs, idx = np.unique(chunk, return_inverse=True)
         idx = idx.reshape(-1, 2)
         keys, offsets = _samples(ws, docs, cache)
-        boiler = np.zeros(len(keys), dtype=bool)
-        for out in units:  # one contain unit's boilerplate keys in memory at a time
-            common = out.array("common_keys")
-            if len(common):
-                boiler |= np.isin(keys, common)
+        distinct, rank = np.unique(keys, return_inverse=True)
+        common = np.zeros(len(distinct), dtype=bool)
+        for (_, _, r, ranges), out in units:  # a unit's boilerplate keys against the keys of its range only
+            s = slice_sorted(distinct, *key_range(r, ranges))
+            if s.stop > s.start:
+                common[s] = np.isin(distinct[s], out.array("common_keys"), assume_unique=True)
+        boiler = common[rank]
         owner = np.repeat(np.arange(len(docs)), np.diff(offsets))
         n_small = np.bincount(owner[~boiler], minlength=len(docs))[idx[:, 0]]
-        rank = np.unique(keys, return_inverse=True)[1].astype(np.int64)
+        rank = rank.astype(np.int64)
         f = shared_counts(idx, rank, offsets, boiler) / np.maximum(n_small, 1)
         keep = (n_small >= cfg.containment_min_samples) & (f >= cfg.containment_threshold)
         small.append(chunk[keep, 0])
@@ -402,7 +404,7 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
         lo, hi = int(offsets[v]), int(offsets[v + 1])
         parts[unit[0]].append(out.take("pairs", lo, hi))
         if unit[0] == "contain":
-            parts["common"].append(out)
+            parts["common"].append((unit, out))
     cache: dict = {}
     edges, kinds, sims = [], [], []
     stats: dict = {}
