@@ -155,6 +155,10 @@ class TokenizerConfig:
     dedup_max_lines: int = 20_000_000  # bound on the line-hash set (~70 bytes a line)
     source_weights: dict[str, float] = field(default_factory=dict)  # corpus source name → line weight
     extend_from: Optional[str] = None  # a SentencePiece .model or HF folder to extend (old ids kept)
+    # Train a larger unigram vocabulary, then prune it to vocab_size by piece use on the training sample
+    # (kamado/tokenizer/prune.py): 64k → 48k gave +1.8% chars/token over training 48k directly. 0: off.
+    prune_from_vocab_size: int = 0
+    prune_rescoring: str = "renormalize"  # renormalize | viterbi | none: kept pieces' scores after pruning
     encode_workers: int = 2  # processes encoding corpus shards into token shards
 
 
@@ -521,6 +525,14 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: key 'stages': stages must be listed once each, in the order {', '.join(STAGES)}")
     if recipe.tokenizer.model_type not in ("unigram", "bpe"):
         raise RecipeError(f"{where}: key 'tokenizer.model_type': must be unigram or bpe, not {recipe.tokenizer.model_type!r}")
+    tok = recipe.tokenizer
+    if tok.prune_from_vocab_size and (tok.prune_from_vocab_size <= tok.vocab_size or tok.model_type != "unigram"
+                                      or tok.extend_from):
+        raise RecipeError(f"{where}: key 'tokenizer.prune_from_vocab_size': must be 0 or larger than tokenizer.vocab_size "
+                          f"({tok.vocab_size}), with model_type unigram and no extend_from")
+    if tok.prune_rescoring not in ("renormalize", "viterbi", "none"):
+        raise RecipeError(f"{where}: key 'tokenizer.prune_rescoring': must be renormalize, viterbi or none, "
+                          f"not {tok.prune_rescoring!r}")
     for stage in TRAINING_STAGES:
         cfg: TrainConfig = getattr(recipe, stage)
         if cfg.zero_stage not in (0, 1, 2, 3):

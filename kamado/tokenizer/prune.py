@@ -17,6 +17,7 @@ move. Unigram only: a BPE model merges through its intermediate pieces, which pr
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -126,3 +127,26 @@ def rescore_model(model: str | Path, texts: Sequence[str], out: str | Path, resc
         raise PruneError(f"{model}: re-scoring needs a unigram model and one of {', '.join(RESCORING)}")
     _rescore(proto, [t for t in texts if t], rescoring)
     Path(out).write_bytes(proto.SerializeToString())
+
+
+def sample_lines(path: str | Path, n: int, seed: int = 0) -> list[str]:
+    """Up to `n` non-empty lines of a text file, a seeded uniform sample (reservoir: one pass, `n` lines held),
+    with any MeCab pre-split delimiter removed: the text the pruned tokenizer will see has none."""
+    from kamado.tokenizer.presplit import DELIMITER
+
+    rng = random.Random(seed)
+    kept: list[str] = []
+    seen = 0
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.rstrip("\n").replace(DELIMITER, "")
+            if not line:
+                continue
+            seen += 1
+            if len(kept) < n:
+                kept.append(line)
+            else:
+                j = rng.randrange(seen)
+                if j < n:
+                    kept[j] = line
+    return kept

@@ -54,6 +54,18 @@ def build_model(recipe: Recipe, folder: Path, shards: list[Path]) -> tuple[Path,
         ext = extend(cfg.extend_from, addition, folder / "spm.model")
         sp_model = folder / "spm.model"
         extra = {"extended_from": cfg.extend_from, "base_vocab_size": ext.base_size, "added_pieces": ext.added}
+    elif cfg.prune_from_vocab_size:
+        from kamado.tokenizer.prune import prune_model, sample_lines
+
+        # The larger vocabulary, cut down by piece use on a sample as large as the trainer's own.
+        big = train_sentencepiece(dataclasses.replace(cfg, vocab_size=cfg.prune_from_vocab_size), train_txt,
+                                  folder / "unpruned", num_threads=threads)
+        sp_model = folder / "spm.model"
+        pruned = prune_model(big, sample_lines(train_txt, cfg.input_sentence_size, cfg.seed), cfg.vocab_size, sp_model,
+                             rescoring=cfg.prune_rescoring)
+        big.unlink()
+        big.with_suffix(".vocab").unlink(missing_ok=True)
+        extra = {"pruned_from": pruned.from_size, "pruned_pieces": pruned.removed, "prune_sample_lines": pruned.sample_lines}
     else:
         sp_model = train_sentencepiece(cfg, train_txt, folder / "spm", num_threads=threads)
         extra = {}

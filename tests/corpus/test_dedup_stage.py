@@ -26,12 +26,12 @@ def _run(recipe):
     return report, dups, kept
 
 
-@pytest.mark.parametrize("ranges", [1, 6], ids=["one-key-range", "six-key-ranges"])
-def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch, ranges):
+@pytest.mark.parametrize("unit", [1_000_000, 100], ids=["one-key-range", "several-contain-ranges"])
+def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch, unit):
     """Identical documents in different shards (round robin: a in shard 0, a-copy in shard 1), near and contained
-    ones; with six key ranges per band (bucket_unit_docs=2) the containment candidates are spread over six
-    contain units, and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
-    if ranges > 1:
+    ones. With bucket_unit_docs=100 the ~550 sampled shingles are spread over several contain units (key ranges)
+    and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
+    if unit < 1000:
         monkeypatch.setattr("kamado.corpus.dedup.phases.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
     a, b, c, story, x, y = (random_text(s, n) for s, n in ((10, 2000), (11, 2000), (12, 2000), (13, 1500), (14, 900), (15, 900)))
     near_a = a[:700] + "ア" + a[701:1400] + "イ" + a[1401:]  # two characters changed: Jaccard ≈ 0.99
@@ -48,10 +48,11 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
         {"id": "short-2", "text": "猫"},
         {"id": "short-3", "text": "犬"},
     ]
-    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={-(-11 // ranges)}",
-                           num_shards=3)
+    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={unit}", num_shards=3)
     report, dups, kept = _run(recipe)
-    assert len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json"))) == ranges
+    samples = sum(json.loads(p.read_text())["stats"]["samples"] for p in (dedup_dir(Workspace(recipe)) / "sig").glob("*.done.json"))
+    contain_units = len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json")))
+    assert contain_units == -(-samples // unit) and (contain_units >= 4) == (unit < 1000)
     assert {k: (d["duplicate_of"], d["kind"]) for k, d in dups.items()} == {
         "a-copy": ("a", "exact"), "a-near": ("a", "near"), "story": ("collection-1", "contained"), "short-2": ("short-1", "exact")}
     assert dups["a-near"]["similarity"] > 0.9

@@ -63,6 +63,8 @@ def test_messages_records_errors_and_truncation(tokenizer, tmp_path):
     assert len(train) == 2 and val == []
     assert rejected.counts == {"empty_response": 1, "prompt_longer_than_seq_len": 1}
     assert rejected.truncated == 2  # the first and third: cut at seq_len tokens, their first answer still scored
+    assert rejected.where == {"empty_response": [f"{path}:2"], "truncated": [f"{path}:1", f"{path}:3"],
+                              "prompt_longer_than_seq_len": [f"{path}:4"]}
     for inputs, labels in train:
         assert len(inputs) == seq_len and any(t != -100 for t in labels)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": TWO_TURNS}, {"messages": [TWO_TURNS[1], TWO_TURNS[0]]}])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sentencepiece as spm
 
+from kamado.recipe import RecipeError
 from kamado.stage import Workspace, run_stages
 from kamado.tokenizer.encode import load_index
 from kamado.tokenizer.export import load_hf
@@ -30,3 +32,23 @@ def test_stage_extends_a_base_tokenizer_and_keeps_its_ids(tmp_path):
     hf = load_hf(ws.tokenizer_dir())
     assert len(hf) == new.get_piece_size() and hf.pad_token_id == 3 and hf.chat_template
     assert load_index(folder / "tokens")["vocab_size"] == new.get_piece_size()
+
+
+def test_stage_prunes_a_larger_vocabulary(tmp_path):
+    recipe = tiny_recipe(tmp_path, "tokenizer.prune_from_vocab_size=3400", "tokenizer.vocab_size=3000")
+    run_stages(recipe, ["corpus", "tokenizer"], lambda s: None)
+    ws = Workspace(recipe)
+    folder = ws.stage_dir("tokenizer")
+    ev = json.loads((folder / "eval.json").read_text())
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "spm.model"))
+    assert ev["pruned_from"] == 3400 and ev["pruned_pieces"] == 400 and ev["prune_sample_lines"] > 100
+    assert ev["vocab_size"] == sp.get_piece_size() == 3000 and not (folder / "unpruned.model").exists()
+    assert ev["hf_id_mismatches"].startswith("0/") and ev["round_trip"].split("/")[0] == ev["round_trip"].split("/")[1]
+    assert load_index(folder / "tokens")["vocab_size"] == 3000
+
+
+def test_prune_keys_are_checked(tmp_path):
+    with pytest.raises(RecipeError, match="tokenizer.prune_from_vocab_size"):
+        tiny_recipe(tmp_path, "tokenizer.prune_from_vocab_size=2000", "tokenizer.vocab_size=3000")
+    with pytest.raises(RecipeError, match="tokenizer.prune_rescoring"):
+        tiny_recipe(tmp_path, "tokenizer.prune_from_vocab_size=4000", "tokenizer.prune_rescoring=em")

@@ -20,8 +20,9 @@ characters / containment_scale); none of it grows with N, the documents of the c
 (benchmarks/dedup_memory.py measures 1x/4x/16x; benchmarks/dedup_scale.py fits these against task inputs):
     signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, + ~21 B × S × D with
                 containment)
-    buckets     exact/band unit: ~48 B × its documents (≤ U); contain unit: ~40 B × its samples (≤ S × U) + its
-                candidate pairs (each pair once per shared probe: ≤ S·(1 - t) + 1 times, whatever the ranges)
+    buckets     exact/band unit: ~80-120 B × its documents (~U); contain unit: ~90 B × its samples (~U: contain
+                units range the sampled shingles, S × N / U of them) + its candidate pairs (each pair once per
+                shared probe: ≤ S·(1 - t) + 1 times, whatever the ranges)
     verify      its slice of the candidate pairs (~ pairs per document × U) + their signature rows; containment:
                 CONTAIN_CHUNK samples of its pairs' documents at a time (~20 MB)
     clusters    ~100 B × documents that have an edge (duplicates), one shard's ids at a time
@@ -117,8 +118,10 @@ def _bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, in
         units += [("exact", 0, r, ranges) for r in range(ranges)]
     if _near(recipe):
         units += [("band", b, r, ranges) for b in range(cfg.bands) for r in range(ranges)]
-    if _contain(recipe):
-        units += [("contain", 0, r, ranges) for r in range(ranges)]
+    if _contain(recipe):  # ranged by sampled shingles, not documents: a unit holds ≤ bucket_unit_docs entries
+        samples = sum(_sig(ws, s).stats.get("samples", 0) for s in range(recipe.corpus.num_shards))
+        contain_ranges = max(1, math.ceil(samples / cfg.bucket_unit_docs))
+        units += [("contain", 0, r, contain_ranges) for r in range(contain_ranges)]
     return units
 
 
@@ -249,7 +252,8 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
         o = np.argsort(fk, kind="stable")
         # sorted by key: what the buckets phase slices into key ranges
         arrays["frac_keys"], arrays["frac_rows"], arrays["frac_probe"] = fk[o], fr[o], fp[o]
-    stats = {"docs": n, "contaminated": len(contaminated), "no_shingle": int((arrays["size"] == 0).sum()) if near else 0}
+    stats = {"docs": n, "contaminated": len(contaminated), "no_shingle": int((arrays["size"] == 0).sum()) if near else 0,
+             "samples": int(len(arrays["frac_keys"])) if contain else 0}
     write_outputs(folder, name, "signatures", arrays, docs={"ids": ids, "contaminated": contaminated}, stats=stats)
     return stats
 
