@@ -7,24 +7,14 @@ scalar head, saved as its own transformers class, with no LM reference logits).
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
-from kamado.train.worker import STAGE_MODULES
 from kamado.train.worker import export_final as train_export_final
+from kamado.train.worker import worker_main
 
 
 def finetune_main(stage: str, build: Callable) -> Callable[[list[str] | None], int]:
-    def main(argv: list[str] | None = None) -> int:
-        argv = sys.argv[1:] if argv is None else argv
-        if len(argv) != 1:
-            print(f"usage: python -m {STAGE_MODULES[stage]} WORKDIR", file=sys.stderr)
-            return 2
-        from kamado.train.worker import run_worker
-
-        return run_worker(stage, argv[0], build, export=export_final)
-
-    return main
+    return worker_main(stage, build, export=export_final)
 
 
 def export_final(loop, ws, stage: str, tokenizer, env) -> None:

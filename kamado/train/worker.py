@@ -38,13 +38,13 @@ def setup_device(env):
     return torch.device("cpu"), "gloo"
 
 
-def worker_main(stage: str, build: Callable) -> Callable[[list[str] | None], int]:
+def worker_main(stage: str, build: Callable, export: Callable | None = None) -> Callable[[list[str] | None], int]:
     def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         if len(argv) != 1:
             print(f"usage: python -m {STAGE_MODULES[stage]} WORKDIR", file=sys.stderr)
             return 2
-        return run_worker(stage, argv[0], build)
+        return run_worker(stage, argv[0], build, export)
 
     return main
 

@@ -1,4 +1,5 @@
-"""The tokenizer stage with vocabulary extension: a base tokenizer grown with the corpus's Japanese pieces."""
+"""The tokenizer stage with vocabulary extension (a base tokenizer grown with the corpus's Japanese pieces) and with
+vocabulary pruning (a larger vocabulary trained, then cut to vocab_size by piece use)."""
 
 from __future__ import annotations
 
