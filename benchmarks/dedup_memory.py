@@ -8,7 +8,8 @@ copies of every document, written at run time under a temp folder (nothing is co
 odd copies are near duplicates (2% of characters replaced), even copies are different documents (paragraphs
 shuffled, 30% of characters replaced). Shards hold a fixed number of documents, so the number of shards (and of
 tasks) grows with the corpus; `bucket_unit_docs` is set to the 1x document count, so the buckets phase gets more
-key ranges as the corpus grows. The filter pass is skipped: the filtered shards are written directly in the
+key ranges as the corpus grows (contain units range the sampled shingles: ~94 per 3000-character document, so
+there are ~94x as many contain units as band ranges here, each with ~1x-document-count samples). The filter pass is skipped: the filtered shards are written directly in the
 format the corpus stage's run_shard writes (the dedup phases' input).
 
 Tasks run in spawned worker processes (nothing inherited from this script); each resets the peak-RSS mark

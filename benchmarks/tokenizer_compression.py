@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--prune-from", type=int, default=0,
                     help="train the final recipe at this vocabulary, prune it to --prune-to by use on the sample")
     ap.add_argument("--prune-to", type=int, default=48_000)
+    ap.add_argument("--keep-models", help="write the pruned models into this folder (else a temporary one)")
     ap.add_argument("--only", nargs="+", default=[], help="train only the rows whose label holds one of these strings")
     ap.add_argument("--sizes", type=int, nargs="*", default=[], help="also train the final recipe at these sample sizes")
     ap.add_argument("--sizes-vocab", type=int, default=48_000, help="vocabulary of the --sizes runs")
@@ -231,7 +232,9 @@ def main() -> None:
             print(f"  trained {label}: {r['all']:.3f} chars/token, {t['seconds']:.0f} s, {t['peak_rss_mb']:.0f} MB, "
                   f"{r['sampled']:,} of {t['lines']:,} lines", flush=True)
             if args.prune_from and label.endswith("(pruning source)"):
-                rows += prune_rows(samples, args.prune_from, args.prune_to, Path(tmp), sets)
+                keep_dir = Path(args.keep_models or tmp)
+                keep_dir.mkdir(parents=True, exist_ok=True)
+                rows += prune_rows(samples, args.prune_from, args.prune_to, keep_dir, sets)
             if args.json:  # after every row: a run stopped part-way keeps what it measured
                 Path(args.json).write_text(json.dumps(rows, ensure_ascii=False, indent=2))
         for ref in reference_models():

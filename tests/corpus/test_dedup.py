@@ -7,7 +7,7 @@ from kamado.corpus.dedup import clusters as cl
 from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, shared_counts
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
-from kamado.corpus.dedup.lsh import all_pairs, band_keys, star_pairs, unique_pairs
+from kamado.corpus.dedup.lsh import band_keys, star_pairs, unique_pairs
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, shingle_hashes
 from kamado.corpus.dedup.store import CorruptInput, Outputs, write_outputs
 from tests.corpus.dedup_helpers import random_text
@@ -52,10 +52,6 @@ def test_band_keys_and_bucket_pairs():
     ids = np.arange(4, dtype=np.uint64)
     o = np.argsort(keys[0], kind="stable")
     assert sorted(map(tuple, star_pairs(keys[0][o], ids[o]).tolist())) == [(0, 1)]
-    k = np.array([5, 5, 5, 6, 7, 7], dtype=np.uint64)
-    pairs, skipped = all_pairs(k, np.arange(6, dtype=np.uint64), max_group=3)
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (1, 2), (4, 5)] and len(skipped) == 0
-    assert all_pairs(k, np.arange(6, dtype=np.uint64), max_group=2)[1].tolist() == [0, 1, 2]  # the group of 3
     p, c = unique_pairs(np.array([[1, 2], [1, 2], [0, 3]], dtype=np.uint64), np.array([2, 3, 1]))
     assert p.tolist() == [[0, 3], [1, 2]] and c.tolist() == [1, 5]
 

@@ -65,28 +65,6 @@ def star_pairs(sorted_keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.stack([ids[first[member]], ids[member]], axis=1) if member.any() else np.empty((0, 2), dtype=np.uint64)
 
 
-def all_pairs(sorted_keys: np.ndarray, ids: np.ndarray, max_group: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair inside each group of 2..max_group equal keys; also the ids found in larger (skipped) groups,
-    once per group they are in."""
-    starts = group_starts(sorted_keys)
-    gid = np.cumsum(starts) - 1
-    sizes = np.bincount(gid) if len(gid) else np.zeros(0, dtype=np.int64)
-    big = sizes > max_group
-    keep = ~big[gid] if len(gid) else np.zeros(0, dtype=bool)
-    skipped_ids = ids[~keep]
-    ids, gid = ids[keep], gid[keep]
-    out = []
-    for d in range(1, max_group):  # pairs (i, i+d) inside one group, one whole-array step per distance
-        if d >= len(ids):
-            break
-        same = gid[d:] == gid[:-d]
-        if not same.any():
-            break
-        out.append(np.stack([ids[:-d][same], ids[d:][same]], axis=1))
-    pairs = np.concatenate(out) if out else np.empty((0, 2), dtype=np.uint64)
-    return pairs, skipped_ids
-
-
 def ordered(pairs: np.ndarray) -> np.ndarray:
     """Each pair as (smaller id, larger id): one pair, one row, whatever band found it."""
     return np.sort(pairs, axis=1) if len(pairs) else pairs.reshape(0, 2)
