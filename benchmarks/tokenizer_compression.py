@@ -7,8 +7,13 @@ and 5% of the prose/web documents held back by a hash of their text. Every token
 
     python benchmarks/tokenizer_compression.py                 # final recipe at 32k and 48k + references (~10 min)
     python benchmarks/tokenizer_compression.py --ablations     # + one row per choice at 48k (sampled input)
-    python benchmarks/tokenizer_compression.py --sizes 100000 300000 1000000   # time / memory vs input lines
+    python benchmarks/tokenizer_compression.py --vocab --sizes 25000 50000 100000 200000   # time / memory vs input
     python benchmarks/tokenizer_compression.py --vocab 48000 --side --prune-from 64000   # side rows + pruning
+    python benchmarks/tokenizer_compression.py --vocab --prune-from 128000 --only "pruning source"  # pruning alone
+
+The shared data holds 156,367 distinct training lines (11.8M characters): larger --sizes sample all of them.
+The pruning rows cut the --prune-from model to --prune-to pieces three ways (top by score, by use + renormalized,
+by use + Viterbi re-scored; kamado/tokenizer/prune.py) and, when --prune-to is also trained, re-score it alone.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
 from kamado.corpus.dedup.lsh import band_keys, star_pairs, unique_pairs
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, shingle_hashes
-from kamado.corpus.dedup.store import CorruptInput, Outputs, write_outputs
+from kamado.corpus.dedup.store import BLOCK, FINE_BLOCK, CorruptInput, Outputs, write_outputs
 from tests.corpus.dedup_helpers import random_text
 from tests.helpers import write_jsonl
 
@@ -156,3 +156,26 @@ def test_outputs_refuse_truncated_corrupt_and_missing_files(tmp_path):
     (tmp_path / "x.done.json").unlink()
     with pytest.raises(CorruptInput, match=r"x.done.json: missing: phase 'signatures' did not finish"):
         Outputs(tmp_path, "x", "signatures")
+
+
+def test_sliced_outputs_check_only_the_small_blocks_a_slice_spans(tmp_path):
+    """Files read by small slices (a bucket unit's key range of every shard) get FINE_BLOCK checksums: a slice
+    reads and checks a few KiB, not a 1 MiB block; corruption inside the slice is still caught, and named."""
+    arr = np.arange(600_000, dtype=np.uint64)
+    marker = write_outputs(tmp_path, "x", "signatures", {"keys": arr, "other": arr}, fine=("keys",))
+    assert marker["files"]["keys"]["block"] == FINE_BLOCK and marker["files"]["other"]["block"] == BLOCK
+    assert len(marker["files"]["keys"]["blake2b"]) == -(-(tmp_path / "x.keys.npy").stat().st_size // FINE_BLOCK)
+    path = tmp_path / "x.keys.npy"
+    data = bytearray(path.read_bytes())
+    data[FINE_BLOCK * 10 + 5] ^= 0xFF  # inside the 11th 4 KiB block only
+    path.write_bytes(bytes(data))
+    out = Outputs(tmp_path, "x", "signatures")
+    row = (FINE_BLOCK * 10 - 128) // 8  # the header is 128 bytes: rows before it lie in blocks 0..9
+    np.testing.assert_array_equal(out.take("keys", row - 100, row - 1), arr[row - 100:row - 1])
+    assert out._checked["keys"] == {0, 9}  # the header block (mapped) and the one block the slice spans
+    np.testing.assert_array_equal(out.take("keys", row + 520, row + 600), arr[row + 520:row + 600])
+    with pytest.raises(CorruptInput, match=rf"x.keys.npy: corrupt: checksum of bytes {FINE_BLOCK * 10}\.\.{FINE_BLOCK * 11} "
+                                           r".* phase 'signatures'"):
+        out.take("keys", row, row + 10)
+    with pytest.raises(CorruptInput, match=r"x.keys.npy: corrupt: checksum .* phase 'signatures'"):
+        Outputs(tmp_path, "x", "signatures").rows("keys", np.array([row + 1]))

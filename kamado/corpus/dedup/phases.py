@@ -57,6 +57,9 @@ from kamado.stage import Workspace
 PHASES = ("signatures", "buckets", "verify", "clusters", "apply")
 BATCH_SHINGLES = 4_000_000  # shingle hashes held at once by a signatures task (32 MB)
 CONTAIN_CHUNK = 250_000  # containment samples a verify task holds at once (~20 MB)
+# Signature files every bucket unit reads a key-range slice of, from every shard: small checksum blocks (store.py),
+# so that a unit reads and checks about the bytes of its slice, not a whole 1 MiB block per file and shard.
+SLICED = ("exact_hi", "exact_lo", "exact_rows", "band_keys", "band_rows", "frac_keys", "frac_rows", "frac_probe")
 DROP_REASONS = {cl.EXACT: "exact_duplicate", cl.NEAR: "near_duplicate", cl.CONTAINED: "contained_duplicate"}
 
 __all__ = ["PHASES", "CorruptInput", "num_tasks_for", "run_phase", "run_local"]
@@ -254,7 +257,8 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
         arrays["frac_keys"], arrays["frac_rows"], arrays["frac_probe"] = fk[o], fr[o], fp[o]
     stats = {"docs": n, "contaminated": len(contaminated), "no_shingle": int((arrays["size"] == 0).sum()) if near else 0,
              "samples": int(len(arrays["frac_keys"])) if contain else 0}
-    write_outputs(folder, name, "signatures", arrays, docs={"ids": ids, "contaminated": contaminated}, stats=stats)
+    write_outputs(folder, name, "signatures", arrays, docs={"ids": ids, "contaminated": contaminated}, stats=stats,
+                  fine=SLICED)
     return stats
 
 
@@ -318,7 +322,7 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     if kind == "contain":
         arrays["common_keys"] = np.unique(common)  # boilerplate samples of this key range, for verify
     stats["pairs"] = int(len(arrays["pairs"]))
-    write_outputs(folder, name, "buckets", arrays, stats=stats)
+    write_outputs(folder, name, "buckets", arrays, stats=stats, fine=("pairs",))  # each verify slice takes its part
     return stats
 
 

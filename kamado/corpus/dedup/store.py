@@ -8,6 +8,8 @@ full disk is the classic: datatrove #157). Both are errors naming the file and t
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import os
@@ -24,20 +26,31 @@ class CorruptInput(RuntimeError):
 
 
 BLOCK = 1 << 20  # checksums per 1 MiB block: a task reading a slice of a big file checks only that slice
+# Files that many tasks each read a small slice of (the sorted keys a bucket unit ranges over, the pairs a verify
+# slice takes) get 4 KiB blocks: with 1 MiB blocks a contain unit, which needs a few hundred bytes of each shard,
+# read and hashed whole blocks of every shard (hashing went ~10x up at 16x in benchmarks/dedup_memory.py). Their
+# marker lists ~28 B of checksum per 4 KiB (0.7% of the file).
+FINE_BLOCK = 1 << 12
 
 
-def _block_sums(path: Path) -> list[str]:
+def _block_sums(path: Path, block: int) -> list[str]:
     sums = []
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK), b""):
-            sums.append(hashlib.blake2b(block, digest_size=12).hexdigest())
+        for chunk in iter(lambda: fh.read(block), b""):
+            sums.append(hashlib.blake2b(chunk, digest_size=12).hexdigest())
     return sums
 
 
-def _block_sum(path: Path, index: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(index * BLOCK)
-        return hashlib.blake2b(fh.read(BLOCK), digest_size=12).hexdigest()
+def _block_sum(fh, index: int, block: int) -> str:
+    fh.seek(index * block)
+    return hashlib.blake2b(fh.read(block), digest_size=12).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_marker(path: str, inode: int, mtime_ns: int, size: int) -> dict:
+    """A marker's JSON, parsed once per process while the file is unchanged: a bucket unit opens every
+    signature marker, and each opens a few times (unit list, ranges, its reads)."""
+    return json.loads(Path(path).read_text())
 
 
 def _marker(folder: Path, name: str) -> Path:
@@ -49,8 +62,10 @@ def is_done(folder: Path, name: str) -> bool:
 
 
 def write_outputs(folder: Path, name: str, phase: str, arrays: dict[str, np.ndarray] | None = None,
-                  docs: dict[str, Any] | None = None, stats: dict | None = None) -> dict:
-    """Write `<name>.<key>.npy` for each array and `<name>.<key>.json` for each JSON value, then the marker."""
+                  docs: dict[str, Any] | None = None, stats: dict | None = None, fine: Iterable[str] = ()) -> dict:
+    """Write `<name>.<key>.npy` for each array and `<name>.<key>.json` for each JSON value, then the marker.
+    Arrays named in `fine` (read by small slices) get FINE_BLOCK checksum blocks, the others BLOCK."""
+    fine = set(fine)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for key, value in (arrays or {}).items():
@@ -68,11 +83,15 @@ def write_outputs(folder: Path, name: str, phase: str, arrays: dict[str, np.ndar
         files[key] = path.name
     marker = {
         "phase": phase,
-        "files": {k: {"file": f, "bytes": (folder / f).stat().st_size, "blake2b": _block_sums(folder / f)} for k, f in files.items()},
+        "files": {k: _entry(folder / f, FINE_BLOCK if k in fine else BLOCK) for k, f in files.items()},
         "stats": stats or {},
     }
     write_json_atomic(_marker(folder, name), marker)
     return marker
+
+
+def _entry(path: Path, block: int) -> dict:
+    return {"file": path.name, "bytes": path.stat().st_size, "block": block, "blake2b": _block_sums(path, block)}
 
 
 class Outputs:
@@ -84,10 +103,11 @@ class Outputs:
         if not path.is_file():
             raise CorruptInput(f"{path}: missing: phase '{phase}' did not finish this output; run phase '{phase}' again")
         try:
-            self.marker = json.loads(path.read_text())
+            st = path.stat()
+            self.marker = _parse_marker(str(path), st.st_ino, st.st_mtime_ns, st.st_size)  # shared: read only
         except json.JSONDecodeError as exc:
             raise CorruptInput(f"{path}: corrupt done-marker ({exc}); run phase '{phase}' again") from exc
-        self.stats: dict = self.marker.get("stats", {})
+        self.stats: dict = copy.deepcopy(self.marker.get("stats", {}))  # the caller's to change
         self._sized: set[str] = set()
         self._checked: dict[str, set[int]] = {}
 
@@ -105,15 +125,23 @@ class Outputs:
                 raise CorruptInput(f"{path}: truncated or overwritten: {size} bytes, its done-marker says {entry['bytes']} "
                                    f"(written by phase '{self.phase}'); delete it and run phase '{self.phase}' again")
             self._sized.add(key)
-        sums = entry["blake2b"]
+        sums, size = entry["blake2b"], entry.get("block", BLOCK)
         checked = self._checked.setdefault(key, set())
-        for i in (range(len(sums)) if blocks is None else blocks):
-            if i not in checked:
-                if _block_sum(path, i) != sums[i]:
-                    raise CorruptInput(f"{path}: corrupt: checksum of bytes {i * BLOCK}..{(i + 1) * BLOCK} differs from its "
-                                       f"done-marker (written by phase '{self.phase}'); delete it and run phase '{self.phase}' again")
-                checked.add(i)
+        todo = [i for i in (range(len(sums)) if blocks is None else blocks) if i not in checked]
+        if todo:
+            with open(path, "rb") as fh:
+                for i in todo:
+                    if _block_sum(fh, i, size) != sums[i]:
+                        raise CorruptInput(f"{path}: corrupt: checksum of bytes {i * size}..{(i + 1) * size} differs from "
+                                           f"its done-marker (written by phase '{self.phase}'); delete it and run phase "
+                                           f"'{self.phase}' again")
+                    checked.add(i)
         return path
+
+    def block(self, key: str) -> int:
+        """The checksum block size of `key`'s file (BLOCK for markers written before blocks varied)."""
+        entry = self.marker["files"].get(key)
+        return entry.get("block", BLOCK) if entry else BLOCK
 
     def array(self, key: str) -> np.ndarray:
         """The whole array, every block checked."""
@@ -136,7 +164,8 @@ class Outputs:
         else:
             base = arr.offset + row * width * item
             first, last = base + start * item, base + stop * item
-        self._path(key, blocks=range(first // BLOCK, (last - 1) // BLOCK + 1))
+        size = self.block(key)
+        self._path(key, blocks=range(first // size, (last - 1) // size + 1))
         return np.array(arr[start:stop] if row is None else arr[row, start:stop])
 
     def rows(self, key: str, index: np.ndarray) -> np.ndarray:
@@ -146,8 +175,9 @@ class Outputs:
         if len(index) == 0:
             return np.array(arr[:0])
         row_bytes = arr.dtype.itemsize * (arr.shape[1] if arr.ndim == 2 else 1)
-        first = (arr.offset + index * row_bytes) // BLOCK
-        last = (arr.offset + (index + 1) * row_bytes - 1) // BLOCK
+        size = self.block(key)
+        first = (arr.offset + index * row_bytes) // size
+        last = (arr.offset + (index + 1) * row_bytes - 1) // size
         blocks = np.unique(np.concatenate([first, last]))
         self._path(key, blocks=[int(b) for b in blocks])
         return np.array(arr[index])
