@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from kamado.corpus.dedup import clusters as cl
-from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, shared_counts
+from kamado.corpus.dedup.contain import HITS, frac_sample, probe_pairs, probes, required_hits, shared_counts
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
-from kamado.corpus.dedup.lsh import band_keys, star_pairs, unique_pairs
+from kamado.corpus.dedup.lsh import band_keys, slice_sorted, star_pairs, unique_pairs
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, shingle_hashes
 from kamado.corpus.dedup.store import BLOCK, FINE_BLOCK, CorruptInput, Outputs, write_outputs
 from tests.corpus.dedup_helpers import random_text
@@ -96,9 +96,11 @@ def test_containment_probes_and_exact_shared_counts():
     rng = np.random.default_rng(0)
     sample = np.unique(rng.integers(0, 2**63, 100, dtype=np.uint64))
     mask = probes(sample, 0.9, 16)
-    assert mask.sum() == 100 - 90 + 1  # n - ceil(t n) + 1: any 90 of the 100 include a probe
+    assert HITS == 2 and mask.sum() == 100 - 90 + 2  # n - ceil(t n) + 2: any 90 of the 100 include two probes
     assert probes(sample[:10], 0.9, 16).sum() == 0  # fewer than min_samples: never the contained one
-    assert probes(sample[:20], 0.9, 16).sum() == 20 - 18 + 1
+    assert probes(sample[:20], 0.9, 16).sum() == 20 - 18 + 2
+    assert probes(sample[:3], 0.3, 1).sum() == 3  # capped at n: then only ceil(t n) = 1 shared probe is sure
+    assert required_hits(np.array([100, 20, 3]), 0.3).tolist() == [2, 2, 1]
     # doc 0 (a probe on each of its two keys) inside doc 1; docs 2 and 3 share one key each with doc 0
     keys = np.array([5, 7, 5, 6, 7, 9, 7, 8, 5, 9], dtype=np.uint64)
     ids = np.array([0, 0, 1, 1, 1, 1, 2, 2, 3, 3], dtype=np.uint64)
@@ -172,10 +174,20 @@ def test_sliced_outputs_check_only_the_small_blocks_a_slice_spans(tmp_path):
     out = Outputs(tmp_path, "x", "signatures")
     row = (FINE_BLOCK * 10 - 128) // 8  # the header is 128 bytes: rows before it lie in blocks 0..9
     np.testing.assert_array_equal(out.take("keys", row - 100, row - 1), arr[row - 100:row - 1])
-    assert out._checked["keys"] == {0, 9}  # the header block (mapped) and the one block the slice spans
+    assert out._checked["keys"] == {9}  # the one block the slice spans (the layout is in the marker)
     np.testing.assert_array_equal(out.take("keys", row + 520, row + 600), arr[row + 520:row + 600])
     with pytest.raises(CorruptInput, match=rf"x.keys.npy: corrupt: checksum of bytes {FINE_BLOCK * 10}\.\.{FINE_BLOCK * 11} "
                                            r".* phase 'signatures'"):
         out.take("keys", row, row + 10)
     with pytest.raises(CorruptInput, match=r"x.keys.npy: corrupt: checksum .* phase 'signatures'"):
         Outputs(tmp_path, "x", "signatures").rows("keys", np.array([row + 1]))
+    # a unit finds its key range by binary search (np.searchsorted's answer), then takes it; 2-D rows as well
+    grid = np.sort(np.random.default_rng(0).integers(0, 2**63, size=(3, 5000), dtype=np.uint64), axis=1)
+    write_outputs(tmp_path, "y", "signatures", {"grid": grid, "flat": grid[1]}, fine=("grid", "flat"))
+    out = Outputs(tmp_path, "y", "signatures")
+    for lo, hi in [(grid[1, 100], grid[1, 4000]), (np.uint64(0), grid[1, 0]), (grid[1, 4999], None), (grid[1, 7], grid[1, 7])]:
+        want = slice_sorted(grid[1], lo, hi)
+        assert out.search("flat", lo, hi) == want == out.search("grid", lo, hi, row=1)
+        np.testing.assert_array_equal(out.take("grid", want.start, want.stop, row=1), grid[1, want])
+        np.testing.assert_array_equal(out.take("flat", want.start, want.stop), grid[1, want])
+    np.testing.assert_array_equal(out.take("grid", 1, 3), grid[1:3])

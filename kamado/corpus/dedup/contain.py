@@ -8,11 +8,12 @@ containment.
 
 Candidates by prefix filtering (the set-similarity-join trick), so that no pair is counted piecewise:
 if at least t·n of A's n samples are in B, then B holds at least one of any n - ceil(t·n) + 1 of A's samples.
-Each document marks that many of its samples as *probes* (the first in a fixed hash order). The buckets phase,
-key range by key range, pairs each probe with the other documents holding the same sample; a pair is emitted
-once per shared probe, at most n - ceil(t·n) + 1 times (~n/10 at t = 0.9), whatever the number of key ranges.
-The verify phase then counts |A ∩ B| exactly from the two documents' whole samples (stored per document by the
-signatures phase). Partial co-occurrence counts summed over key ranges (the earlier design) wrote each pair once
+Each document marks that many of its samples, plus one (HITS = 2: then B holds at least two of them), as *probes*
+(the first in a fixed hash order). The buckets phase, key range by key range, pairs each probe with the other
+documents holding the same sample; a pair is emitted once per shared probe (n - ceil(t·n) + 2 times at most, ~n/10
+at t = 0.9), whatever the number of key ranges, with the count of its probes in that range. The verify phase sums
+the counts, drops pairs with fewer than two shared probes (they cannot be contained), and counts |A ∩ B| exactly
+from the two documents' whole samples (stored per document by the signatures phase) for the others. Partial co-occurrence counts summed over key ranges (the earlier design) wrote each pair once
 per range it shared a sample in: their disk and the verify memory grew with the number of ranges, so with the corpus.
 
 Rules:
@@ -25,8 +26,6 @@ Rules:
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -42,16 +41,33 @@ def frac_sample(hashes: np.ndarray, scale: int) -> np.ndarray:
     return np.unique(keep)
 
 
+# Probes per document: n - ceil(t·n) + HITS, so that a contained pair shares at least HITS of them. With HITS = 2
+# verify counts exactly only the pairs found by two probes or more: a pair sharing a single probe is most often
+# chance (in benchmarks/dedup_memory.py at 16x, 3 candidates in 4 shared just one), and one more probe per
+# document costs the buckets phase far less than exact counting costs verify.
+HITS = 2
+
+
+def need(n: np.ndarray | int, threshold: float) -> np.ndarray:
+    """ceil(t·n): the shared samples for containment ≥ t (round: 0.9 × 10 is 9.000000000000002 in floats)."""
+    return np.ceil(np.round(threshold * np.asarray(n, dtype=np.float64), 9)).astype(np.int64)
+
+
+def required_hits(n: np.ndarray, threshold: float) -> np.ndarray:
+    """Shared probes a pair whose small document has n samples has at least, if contained: min(HITS, ceil(t·n))
+    (the probes are capped at n)."""
+    return np.minimum(HITS, need(n, threshold))
+
+
 def probes(sample: np.ndarray, threshold: float, min_samples: int) -> np.ndarray:
-    """Boolean mask over a document's sample: its n - ceil(t·n) + 1 probes (none below `min_samples`)."""
+    """Boolean mask over a document's sample: its min(n, n - ceil(t·n) + HITS) probes (none below `min_samples`)."""
     n = len(sample)
     mask = np.zeros(n, dtype=bool)
     if n < max(1, min_samples):
         return mask
-    need = math.ceil(round(threshold * n, 9))  # round: 0.9 × 10 is 9.000000000000002 in floats
     with np.errstate(over="ignore"):
         order = np.argsort(mix64(sample * _ORDER), kind="stable")
-    mask[order[: n - need + 1]] = True
+    mask[order[: n - int(need(n, threshold)) + HITS]] = True
     return mask
 
 

@@ -45,7 +45,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from kamado.corpus.dedup import clusters as cl
-from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, shared_counts
+from kamado.corpus.dedup.contain import frac_sample, probe_pairs, probes, required_hits, shared_counts
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
 from kamado.corpus.dedup.lsh import band_keys, key_range, ordered, slice_sorted, star_pairs, unique_pairs
@@ -112,8 +112,28 @@ def _read_filtered(ws: Workspace, shard: int) -> Iterator[dict]:
 
 
 # ---------------------------------------------------------------- items per phase
+_UNITS: dict[tuple, list] = {}  # per process: every bucket unit and verify slice asks for the unit list
+
+
 def _bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int]]:
-    """(kind, band, range, num_ranges) units; the number of key ranges grows with the corpus (from signatures)."""
+    """(kind, band, range, num_ranges) units; the number of key ranges grows with the corpus (from signatures).
+    Kept per process while the signature markers are unchanged: the list reads every shard's marker."""
+    sig = dedup_dir(ws) / "sig"
+    markers = []
+    for s in range(recipe.corpus.num_shards):
+        try:
+            st = (sig / f"{s:05d}.done.json").stat()
+            markers.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            markers.append(None)  # _sig raises the error that names it
+    key = (str(sig), recipe.corpus.exact_dedup, repr(recipe.corpus.dedup), tuple(markers))
+    if key not in _UNITS:
+        _UNITS.clear()
+        _UNITS[key] = _list_units(recipe, ws)
+    return _UNITS[key]
+
+
+def _list_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int]]:
     cfg = recipe.corpus.dedup
     ranges = _ranges(recipe, ws)
     units = []
@@ -274,19 +294,16 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     for shard in range(recipe.corpus.num_shards):
         sig = _sig(ws, shard)
         if kind == "exact":
-            keys = sig.mapped("exact_hi")
-            s = slice_sorted(keys, lo, hi)
+            s = sig.search("exact_hi", lo, hi)
             keys_parts.append(sig.take("exact_hi", s.start, s.stop))
             lo_parts.append(sig.take("exact_lo", s.start, s.stop))
             id_parts.append(_gid(shard, sig.take("exact_rows", s.start, s.stop)))
         elif kind == "band":
-            keys = sig.mapped("band_keys")[band]
-            s = slice_sorted(keys, lo, hi)
+            s = sig.search("band_keys", lo, hi, row=band)
             keys_parts.append(sig.take("band_keys", s.start, s.stop, row=band))
             id_parts.append(_gid(shard, sig.take("band_rows", s.start, s.stop, row=band)))
         else:
-            keys = sig.mapped("frac_keys")
-            s = slice_sorted(keys, lo, hi)
+            s = sig.search("frac_keys", lo, hi)
             keys_parts.append(sig.take("frac_keys", s.start, s.stop))
             id_parts.append(_gid(shard, sig.take("frac_rows", s.start, s.stop)))
             probe_parts.append(sig.take("frac_probe", s.start, s.stop))
@@ -306,12 +323,13 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
         o = np.lexsort((ids, keys))
         # (small, large) candidates: a probe sample of the smaller document held by the larger one (contain.py)
         pairs, common = probe_pairs(keys[o], ids[o], probe[o], recipe.corpus.dedup.max_posting)
-        pairs = unique_pairs(pairs)[0]
+        pairs, hits = unique_pairs(pairs)  # hits: the pair's shared probes in this key range (verify sums them)
         if len(pairs):
             gids, inv = np.unique(pairs, return_inverse=True)
             size = _gather(recipe, ws, "size", gids, {})[inv.reshape(-1, 2)]
-            pairs = pairs[size[:, 0] < size[:, 1]]
-        arrays = {"pairs": pairs}
+            smaller = size[:, 0] < size[:, 1]
+            pairs, hits = pairs[smaller], hits[smaller]
+        arrays = {"pairs": pairs, "hits": hits.astype(np.uint32)}
         stats["common_samples"] = int(len(common))
     # Sorted by the verify slice each pair belongs to, with offsets: a verify task reads only its own part.
     slices = _slices(recipe, ws)
@@ -322,7 +340,8 @@ def _buckets(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     if kind == "contain":
         arrays["common_keys"] = np.unique(common)  # boilerplate samples of this key range, for verify
     stats["pairs"] = int(len(arrays["pairs"]))
-    write_outputs(folder, name, "buckets", arrays, stats=stats, fine=("pairs",))  # each verify slice takes its part
+    # each verify slice takes its part of the pairs (and of the offsets)
+    write_outputs(folder, name, "buckets", arrays, stats=stats, fine=("pairs", "hits", "slice_offsets"))
     return stats
 
 
@@ -364,15 +383,23 @@ def _samples(ws: Workspace, gids: np.ndarray, cache: dict) -> tuple[np.ndarray, 
     return keys, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[tuple[tuple, Outputs]], cache: dict):
-    """Edges (small, large, containment) among candidate (small, large) pairs, counted exactly from samples.
+def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, hits: np.ndarray,
+                 boilerplate: list[tuple[tuple, np.ndarray]], cache: dict):
+    """Edges (small, large, containment) among candidate (small, large) pairs, counted exactly from samples, and
+    the number of pairs counted.
 
-    Pairs go in chunks whose two documents' samples add up to about CONTAIN_CHUNK: only a chunk's samples are in
-    memory (the documents of a slice's pairs can be most of the corpus)."""
+    Only pairs with enough shared probes (`hits`, summed over key ranges) are counted: a contained pair has at
+    least min(2, ceil(t·n)) (contain.py). They go in chunks whose two documents' samples add up to about
+    CONTAIN_CHUNK: only a chunk's samples are in memory (the documents of a slice's pairs can be most of the
+    corpus). `boilerplate`: each contain unit's key range and its boilerplate samples (those with any)."""
     cfg = recipe.corpus.dedup
     gids, inv = np.unique(pairs, return_inverse=True)
     n = (_gather(recipe, ws, "frac_offsets", gids + np.uint64(1), cache)
          - _gather(recipe, ws, "frac_offsets", gids, cache))[inv.reshape(-1, 2)]
+    enough = hits >= required_hits(n[:, 0], cfg.containment_threshold)
+    pairs, n = pairs[enough], n[enough]
+    if not len(pairs):
+        return np.empty(0, np.uint64), np.empty(0, np.uint64), np.empty(0), 0
     cost = np.cumsum(n.sum(axis=1))
     ends = np.searchsorted(cost, np.arange(CONTAIN_CHUNK, cost[-1], CONTAIN_CHUNK), side="right")
     bounds = np.unique(np.concatenate([[0], ends, [len(pairs)]]))
@@ -384,10 +411,10 @@ def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[t
         keys, offsets = _samples(ws, docs, cache)
         distinct, rank = np.unique(keys, return_inverse=True)
         common = np.zeros(len(distinct), dtype=bool)
-        for (_, _, r, ranges), out in units:  # a unit's boilerplate keys against the keys of its range only
+        for (_, _, r, ranges), keys_of_unit in boilerplate:  # a unit's boilerplate keys against its range only
             s = slice_sorted(distinct, *key_range(r, ranges))
             if s.stop > s.start:
-                common[s] = np.isin(distinct[s], out.array("common_keys"), assume_unique=True)
+                common[s] = np.isin(distinct[s], keys_of_unit, assume_unique=True)
         boiler = common[rank]
         owner = np.repeat(np.arange(len(docs)), np.diff(offsets))
         n_small = np.bincount(owner[~boiler], minlength=len(docs))[idx[:, 0]]
@@ -397,7 +424,7 @@ def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, units: list[t
         small.append(chunk[keep, 0])
         large.append(chunk[keep, 1])
         frac.append(f[keep])
-    return np.concatenate(small), np.concatenate(large), np.concatenate(frac)
+    return np.concatenate(small), np.concatenate(large), np.concatenate(frac), len(pairs)
 
 
 def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
@@ -405,14 +432,15 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
     if is_done(folder, name):
         return None
     cfg = recipe.corpus.dedup
-    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "common": []}
-    for unit in _bucket_units(recipe, ws):
+    parts: dict[str, list] = {"exact": [], "band": [], "contain": [], "hits": [], "common": []}
+    for unit in _bucket_units(recipe, ws):  # every unit's part for this slice: two offsets, then the part
         out = Outputs(dedup_dir(ws) / "buckets", _unit_name(unit), "buckets")
-        offsets = out.array("slice_offsets")
-        lo, hi = int(offsets[v]), int(offsets[v + 1])
+        lo, hi = (int(x) for x in out.take("slice_offsets", v, v + 2))
         parts[unit[0]].append(out.take("pairs", lo, hi))
         if unit[0] == "contain":
-            parts["common"].append((unit, out))
+            parts["hits"].append(out.take("hits", lo, hi))
+            if out.stats.get("common_samples", 1):  # boilerplate keys (few): kept, not the unit's Outputs
+                parts["common"].append((unit, out.array("common_keys")))
     cache: dict = {}
     edges, kinds, sims = [], [], []
     stats: dict = {}
@@ -431,13 +459,13 @@ def _verify(recipe: Recipe, ws: Workspace, v: int) -> dict | None:
         kinds.append(np.full(int(keep.sum()), cl.NEAR, np.int8))
         sims.append(est[keep].astype(np.float32))
     if parts["contain"]:
-        pairs = unique_pairs(np.concatenate(parts["contain"]))[0]
+        pairs, hits = unique_pairs(np.concatenate(parts["contain"]), np.concatenate(parts["hits"]))
         if len(pairs):
-            small, large, frac = _containment(recipe, ws, pairs, parts["common"], cache)
+            small, large, frac, counted = _containment(recipe, ws, pairs, hits, parts["common"], cache)
         else:
             small = large = np.empty(0, np.uint64)
-            frac = np.empty(0)
-        stats.update(containment_pairs_seen=len(pairs), contained_pairs=len(small))
+            frac, counted = np.empty(0), 0
+        stats.update(containment_pairs_seen=len(pairs), containment_pairs_counted=counted, contained_pairs=len(small))
         edges.append(np.stack([small, large], axis=1).astype(np.uint64))
         kinds.append(np.full(len(small), cl.CONTAINED, np.int8))
         sims.append(frac.astype(np.float32))

@@ -41,11 +41,6 @@ def _block_sums(path: Path, block: int) -> list[str]:
     return sums
 
 
-def _block_sum(fh, index: int, block: int) -> str:
-    fh.seek(index * block)
-    return hashlib.blake2b(fh.read(block), digest_size=12).hexdigest()
-
-
 @functools.lru_cache(maxsize=256)
 def _parse_marker(path: str, inode: int, mtime_ns: int, size: int) -> dict:
     """A marker's JSON, parsed once per process while the file is unchanged: a bucket unit opens every
@@ -83,15 +78,18 @@ def write_outputs(folder: Path, name: str, phase: str, arrays: dict[str, np.ndar
         files[key] = path.name
     marker = {
         "phase": phase,
-        "files": {k: _entry(folder / f, FINE_BLOCK if k in fine else BLOCK) for k, f in files.items()},
+        "files": {k: _entry(folder / f, FINE_BLOCK if k in fine else BLOCK, (arrays or {}).get(k)) for k, f in files.items()},
         "stats": stats or {},
     }
     write_json_atomic(_marker(folder, name), marker)
     return marker
 
 
-def _entry(path: Path, block: int) -> dict:
-    return {"file": path.name, "bytes": path.stat().st_size, "block": block, "blake2b": _block_sums(path, block)}
+def _entry(path: Path, block: int, array: np.ndarray | None) -> dict:
+    entry = {"file": path.name, "bytes": path.stat().st_size, "block": block, "blake2b": _block_sums(path, block)}
+    if array is not None:  # the .npy layout, so that a reader of a slice need not parse the header
+        entry["npy"] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": entry["bytes"] - array.nbytes}
+    return entry
 
 
 class Outputs:
@@ -110,9 +108,11 @@ class Outputs:
         self.stats: dict = copy.deepcopy(self.marker.get("stats", {}))  # the caller's to change
         self._sized: set[str] = set()
         self._checked: dict[str, set[int]] = {}
+        self._layouts: dict[str, tuple[Path, np.dtype, tuple, int]] = {}
+        self._maps: dict[str, np.memmap] = {}
 
-    def _path(self, key: str, blocks: Iterable[int] | None = None) -> Path:
-        """The file behind `key`, its size checked, and the checksums of `blocks` (all when None)."""
+    def _entry(self, key: str) -> tuple[dict, Path]:
+        """The marker's entry for `key` and its file, whose size is checked (once)."""
         entry = self.marker["files"].get(key)
         if entry is None:
             raise CorruptInput(f"{_marker(self.folder, self.name)}: lists no file '{key}'; run phase '{self.phase}' again")
@@ -125,17 +125,30 @@ class Outputs:
                 raise CorruptInput(f"{path}: truncated or overwritten: {size} bytes, its done-marker says {entry['bytes']} "
                                    f"(written by phase '{self.phase}'); delete it and run phase '{self.phase}' again")
             self._sized.add(key)
-        sums, size = entry["blake2b"], entry.get("block", BLOCK)
+        return entry, path
+
+    def _check(self, key: str, path: Path, index: int, size: int, data: bytes) -> None:
+        """Block `index` (of `size` bytes) of `key`'s file holds `data`: compare it with the marker (once)."""
         checked = self._checked.setdefault(key, set())
-        todo = [i for i in (range(len(sums)) if blocks is None else blocks) if i not in checked]
+        if index in checked:
+            return
+        if hashlib.blake2b(data, digest_size=12).hexdigest() != self.marker["files"][key]["blake2b"][index]:
+            raise CorruptInput(f"{path}: corrupt: checksum of bytes {index * size}..{(index + 1) * size} differs from "
+                               f"its done-marker (written by phase '{self.phase}'); delete it and run phase "
+                               f"'{self.phase}' again")
+        checked.add(index)
+
+    def _path(self, key: str, blocks: Iterable[int] | None = None) -> Path:
+        """The file behind `key`, its size checked, and the checksums of `blocks` (all when None)."""
+        entry, path = self._entry(key)
+        size = entry.get("block", BLOCK)
+        checked = self._checked.get(key, set())
+        todo = [i for i in (range(len(entry["blake2b"])) if blocks is None else blocks) if i not in checked]
         if todo:
             with open(path, "rb") as fh:
                 for i in todo:
-                    if _block_sum(fh, i, size) != sums[i]:
-                        raise CorruptInput(f"{path}: corrupt: checksum of bytes {i * size}..{(i + 1) * size} differs from "
-                                           f"its done-marker (written by phase '{self.phase}'); delete it and run phase "
-                                           f"'{self.phase}' again")
-                    checked.add(i)
+                    fh.seek(i * size)
+                    self._check(key, path, i, size, fh.read(size))
         return path
 
     def block(self, key: str) -> int:
@@ -143,30 +156,82 @@ class Outputs:
         entry = self.marker["files"].get(key)
         return entry.get("block", BLOCK) if entry else BLOCK
 
+    def _layout(self, key: str) -> tuple[Path, np.dtype, tuple, int]:
+        """Path, dtype, shape and data offset of `key`'s .npy file, from the marker (or its header, block checked)."""
+        if key not in self._layouts and "npy" in self.marker["files"].get(key, {}):
+            entry, path = self._entry(key)
+            npy = entry["npy"]
+            self._layouts[key] = (path, np.dtype(npy["dtype"]), tuple(npy["shape"]), npy["offset"])
+        if key not in self._layouts:  # a marker without the layout: read the header
+            path = self._path(key, blocks=range(1))
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(fh)
+                if fortran:  # write_outputs writes C order only
+                    raise CorruptInput(f"{path}: not an array written by phase '{self.phase}'; run phase '{self.phase}' again")
+                self._layouts[key] = (path, dtype, shape, fh.tell())
+        return self._layouts[key]
+
+    def _read(self, key: str, first: int, last: int) -> bytearray:
+        """Bytes first..last of `key`'s file, read with the blocks they span and those blocks' checksums checked:
+        one read, and only the blocks the slice needs (4 KiB for FINE_BLOCK files)."""
+        entry, path = self._entry(key)
+        size = entry.get("block", BLOCK)
+        b0, b1 = first // size, (last - 1) // size + 1
+        with open(path, "rb") as fh:
+            fh.seek(b0 * size)
+            buf = bytearray(fh.read((b1 - b0) * size))
+        for i in range(b0, b1):
+            self._check(key, path, i, size, memoryview(buf)[(i - b0) * size:(i - b0 + 1) * size])
+        return buf[first - b0 * size:last - b0 * size]
+
     def array(self, key: str) -> np.ndarray:
         """The whole array, every block checked."""
         return np.load(self._path(key), allow_pickle=False)
 
     def mapped(self, key: str) -> np.memmap:
-        """The array memory-mapped, only its size and header checked: read it through `take`/`rows`."""
-        arr = np.load(self._path(key, blocks=range(1)), mmap_mode="r", allow_pickle=False)
-        return arr
+        """The array memory-mapped (once per key), only its size and header checked: read it through `rows`."""
+        if key not in self._maps:
+            self._maps[key] = np.load(self._path(key, blocks=range(1)), mmap_mode="r", allow_pickle=False)
+        return self._maps[key]
+
+    def search(self, key: str, lo: np.uint64, hi: np.uint64 | None, row: int | None = None) -> slice:
+        """The slice of a sorted 1-D array (or of row `row` of a 2-D one) with lo <= value < hi (hi None: to the end),
+        by binary search reading one item at a time: a bucket unit maps no file to find its key range. The items
+        the search reads are not checked; the slice, read through `take`, is."""
+        path, dtype, shape, offset = self._layout(key)
+        n, item = shape[-1], dtype.itemsize
+        base = offset + (row * n * item if row is not None else 0)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            def left(value) -> int:  # np.searchsorted(arr, value, side="left")
+                a, b = 0, n
+                while a < b:
+                    m = (a + b) // 2
+                    if np.frombuffer(os.pread(fd, item, base + m * item), dtype)[0] < value:
+                        a = m + 1
+                    else:
+                        b = m
+                return a
+            return slice(left(lo), n if hi is None else left(hi))
+        finally:
+            os.close(fd)
 
     def take(self, key: str, start: int, stop: int, row: int | None = None) -> np.ndarray:
         """Copy of arr[start:stop] (or arr[row, start:stop] of a 2-D array), the blocks it spans checked."""
-        arr = self.mapped(key)
-        if stop <= start:
-            return np.array(arr[:0] if row is None else arr[row, :0])
-        width = arr.shape[1] if arr.ndim == 2 else 1
-        item = arr.dtype.itemsize
+        path, dtype, shape, offset = self._layout(key)
         if row is None:  # rows of a 1-D or 2-D array
-            first, last = arr.offset + start * width * item, arr.offset + stop * width * item
+            stop = min(stop, shape[0])
+            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+            base, tail = offset, tuple(shape[1:])
         else:
-            base = arr.offset + row * width * item
-            first, last = base + start * item, base + stop * item
-        size = self.block(key)
-        self._path(key, blocks=range(first // size, (last - 1) // size + 1))
-        return np.array(arr[start:stop] if row is None else arr[row, start:stop])
+            stop = min(stop, shape[1])
+            row_bytes, base, tail = dtype.itemsize, offset + row * shape[1] * dtype.itemsize, ()
+        if stop <= start:
+            return np.empty((0,) + tail, dtype=dtype)
+        data = self._read(key, base + start * row_bytes, base + stop * row_bytes)
+        return np.frombuffer(data, dtype=dtype).reshape((-1,) + tail)
 
     def rows(self, key: str, index: np.ndarray) -> np.ndarray:
         """Copy of arr[index] (sorted or not), the blocks holding those rows checked."""
