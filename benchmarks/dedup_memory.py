@@ -14,7 +14,8 @@ format the corpus stage's run_shard writes (the dedup phases' input).
 
 Tasks run in spawned worker processes (nothing inherited from this script); each resets the peak-RSS mark
 (VmHWM) before it starts and reports it when it ends. Printed per scale and phase: tasks, the largest task's peak
-RSS, the same minus an idle worker's (imports only), the summed task time, and the bytes the phase wrote per doc.
+RSS, the same minus an idle worker's (imports only), the summed task time and task CPU time (user + system: the
+steadier figure when other work shares the machine), and the bytes the phase wrote per doc.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import gzip
 import json
 import multiprocessing as mp
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -55,14 +57,20 @@ def _idle(_: int) -> float:
     return _peak_mb()
 
 
-def _task(args: tuple) -> tuple[float, float]:
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _task(args: tuple) -> tuple[float, float, float]:
     name, recipe, task, num_tasks = args
     from kamado.corpus.dedup import run_phase
     from kamado.stage import Workspace
 
     _reset_peak()
+    cpu = _cpu_s()
     stats = run_phase(name, recipe, Workspace(recipe), task, num_tasks)
-    return _peak_mb(), stats["seconds"]
+    return _peak_mb(), stats["seconds"], _cpu_s() - cpu  # CPU time: steadier than task time on a shared machine
 
 
 def perturb(text: str, rng: random.Random, rate: float, shuffle: bool) -> str:
@@ -140,6 +148,7 @@ def main() -> None:
                     results = pool.map(_task, [(name, recipe, t, n) for t in range(n)], chunksize=1)
                 peaks = [r[0] for r in results]
                 task_seconds = sum(r[1] for r in results)
+                cpu_seconds = sum(r[2] for r in results)
                 seconds = time.perf_counter() - start
                 sub = {"signatures": "sig", "buckets": "buckets", "verify": "verify", "clusters": "clusters",
                        "apply": "apply"}[name]
@@ -148,11 +157,11 @@ def main() -> None:
                     written += sum(p.stat().st_size for p in (ws.stage_dir("corpus") / "data").glob("*"))
                 rows.append({"scale": scale, "docs": ndocs, "chars": nchars, "phase": name, "tasks": n,
                              "peak_rss_mb": round(max(peaks), 1), "above_idle_mb": round(max(peaks) - idle, 1),
-                             "wall_s": round(seconds, 2), "task_s": round(task_seconds, 2),
+                             "wall_s": round(seconds, 2), "task_s": round(task_seconds, 2), "cpu_s": round(cpu_seconds, 2),
                              "bytes_per_doc": round(written / ndocs, 1)})
                 r = rows[-1]
                 print(f"{scale:>3}x {ndocs:>7,} docs {name:<11} {n:>4} tasks  peak {r['peak_rss_mb']:>7.1f} MB "
-                      f"(+{r['above_idle_mb']:.1f} over idle)  tasks {task_seconds:>6.1f}s (wall {seconds:.1f}s)  "
+                      f"(+{r['above_idle_mb']:.1f} over idle)  tasks {task_seconds:>6.1f}s cpu {cpu_seconds:>6.1f}s (wall {seconds:.1f}s)  "
                       f"{r['bytes_per_doc']:>8.1f} B/doc written")
             summary = json.loads((dedup_dir(ws) / "clusters" / "summary.done.json").read_text())["stats"]
             print(f"     removed {summary['removed']}, clusters {summary['clusters']}, largest {summary['largest_cluster']}")
@@ -160,6 +169,12 @@ def main() -> None:
     print("|---|" + "---|" * len(args.scales))
     for name in PHASES:
         cells = [next(f"{r['peak_rss_mb']:.0f} ({r['tasks']})" for r in rows if r["scale"] == s and r["phase"] == name)
+                 for s in args.scales]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n| phase | " + " | ".join(f"{s}x task s / CPU s" for s in args.scales) + " |")
+    print("|---|" + "---|" * len(args.scales))
+    for name in PHASES:
+        cells = [next(f"{r['task_s']:.1f} / {r['cpu_s']:.1f}" for r in rows if r["scale"] == s and r["phase"] == name)
                  for s in args.scales]
         print(f"| {name} | " + " | ".join(cells) + " |")
 

@@ -9,7 +9,7 @@ Layout under <corpus>/work/dedup/:
                        (sorted per band), containment samples twice (sorted by key with their probe flags, for
                        buckets; per document, for verify), contaminated rows
     buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR): pairs (contain: (small, large)
-                       candidates and the range's boilerplate samples)
+                       candidates with their shared probes in the range, and the range's boilerplate samples)
     verify/VVVVV.*     per pair slice: verified edges (a, b, kind, similarity)
     clusters/SSSSS.*   per filter shard: removed rows, the kept id each duplicates and the id it matched, kind,
                        similarity; summary.*
@@ -24,7 +24,10 @@ characters / containment_scale); none of it grows with N, the documents of the c
                 units range the sampled shingles, S × N / U of them) + its candidate pairs (each pair once per
                 shared probe: ≤ S·(1 - t) + 1 times, whatever the ranges)
     verify      its slice of the candidate pairs (~ pairs per document × U) + their signature rows; containment:
-                CONTAIN_CHUNK samples of its pairs' documents at a time (~20 MB)
+                CONTAIN_CHUNK samples of its pairs' documents at a time (~20 MB), only for the pairs with two
+                shared probes or more, + the boilerplate samples of every contain unit (8 B each; samples shared
+                by > max_posting documents: 609 at 16x in benchmarks/dedup_memory.py). It opens every bucket
+                unit's outputs (units grow with N) but reads two offsets and its own part of each.
     clusters    ~100 B × documents that have an edge (duplicates), one shard's ids at a time
     apply       one document at a time + its shard's removal list
 Candidate pairs per document depend on the duplicates in the corpus, not on its size: at most (probes ×

@@ -26,10 +26,10 @@ class CorruptInput(RuntimeError):
 
 
 BLOCK = 1 << 20  # checksums per 1 MiB block: a task reading a slice of a big file checks only that slice
-# Files that many tasks each read a small slice of (the sorted keys a bucket unit ranges over, the pairs a verify
-# slice takes) get 4 KiB blocks: with 1 MiB blocks a contain unit, which needs a few hundred bytes of each shard,
-# read and hashed whole blocks of every shard (hashing went ~10x up at 16x in benchmarks/dedup_memory.py). Their
-# marker lists ~28 B of checksum per 4 KiB (0.7% of the file).
+# Files that many tasks each read a small slice of (the sorted keys a bucket unit ranges over in every shard, the
+# part of each unit's pairs a verify slice takes) get 4 KiB blocks: with 1 MiB blocks a contain unit, which needs
+# a few hundred bytes of each shard's sorted samples, read and hashed whole files (up to a MiB each) of every shard.
+# The marker then lists ~28 B of checksum per 4 KiB of those files (0.7%), parsed once per process per marker.
 FINE_BLOCK = 1 << 12
 
 
@@ -109,7 +109,6 @@ class Outputs:
         self._sized: set[str] = set()
         self._checked: dict[str, set[int]] = {}
         self._layouts: dict[str, tuple[Path, np.dtype, tuple, int]] = {}
-        self._maps: dict[str, np.memmap] = {}
 
     def _entry(self, key: str) -> tuple[dict, Path]:
         """The marker's entry for `key` and its file, whose size is checked (once)."""
@@ -191,10 +190,9 @@ class Outputs:
         return np.load(self._path(key), allow_pickle=False)
 
     def mapped(self, key: str) -> np.memmap:
-        """The array memory-mapped (once per key), only its size and header checked: read it through `rows`."""
-        if key not in self._maps:
-            self._maps[key] = np.load(self._path(key, blocks=range(1)), mmap_mode="r", allow_pickle=False)
-        return self._maps[key]
+        """The array memory-mapped, only its size and header checked: read it through `rows`. Not kept: a kept map
+        keeps the file pages it touched in the task's RSS (verify reads rows of every shard)."""
+        return np.load(self._path(key, blocks=range(1)), mmap_mode="r", allow_pickle=False)
 
     def search(self, key: str, lo: np.uint64, hi: np.uint64 | None, row: int | None = None) -> slice:
         """The slice of a sorted 1-D array (or of row `row` of a 2-D one) with lo <= value < hi (hi None: to the end),
