@@ -6,7 +6,9 @@ from the starting model: no second model lives beside the policy, and the same p
 is still whole on every rank then, TRL #2985); the pass is split across ranks (pair i on rank i mod world) and
 all-gathered. `live` keeps a frozen copy of the starting model and runs it on each batch (finetune/frozen.py: a
 ZeRO-3 inference engine under ZeRO-3), as TRL and DeepSpeed-Chat do: the memory of a second model for no data
-pass, and the choice when the pairs are too many to precompute or change during training.
+pass, and the choice when the pairs are too many to precompute or change during training. With LoRA on, `live`
+needs no second model: the starting model is the policy with its adapters disabled (peft `disable_adapter`), run
+in eval mode without gradients, as TRL does.
 """
 
 from __future__ import annotations
@@ -53,15 +55,18 @@ def dpo_loss(pol_c, pol_r, ref_c, ref_r, beta: float, loss_type: str = "sigmoid"
 
 
 class DPOTask:
-    """`ref_logps` (pairs × 2, precomputed) or `ref_model` (a frozen model run on each batch): one of the two."""
+    """`ref_logps` (pairs × 2, precomputed), `ref_model` (a frozen model run on each batch) or `ref_from_policy`
+    (the LoRA policy itself with its adapters disabled): exactly one of the three."""
 
     name = "dpo"
 
     def __init__(self, pairs, ref_logps: torch.Tensor | None, pad_id: int, beta: float, seed: int,
-                 loss_type: str = "sigmoid", label_smoothing: float = 0.0, ref_model=None):
-        if (ref_logps is None) == (ref_model is None):
-            raise ValueError("DPOTask needs precomputed reference log-probs or a reference model, not both or neither")
+                 loss_type: str = "sigmoid", label_smoothing: float = 0.0, ref_model=None, ref_from_policy: bool = False):
+        if (ref_logps is not None) + (ref_model is not None) + ref_from_policy != 1:
+            raise ValueError("DPOTask needs exactly one of: precomputed reference log-probs, a reference model, "
+                             "or the reference from the policy with its adapters disabled")
         self.pairs, self.ref, self.ref_model, self.pad_id, self.beta = pairs, ref_logps, ref_model, pad_id, beta
+        self.ref_from_policy = ref_from_policy
         self.loss_type, self.label_smoothing = loss_type, label_smoothing
         self.order = SampleOrder(len(pairs), seed)
 
@@ -78,24 +83,46 @@ class DPOTask:
     def val_batches(self, micro_batch: int, limit: int = 8):
         return iter(())
 
-    def reference(self, batch: dict) -> torch.Tensor:
-        """(pairs in the batch × 2) reference log-probs: looked up, or from the live reference model."""
+    def reference(self, batch: dict, policy=None) -> torch.Tensor:
+        """(pairs in the batch × 2) reference log-probs: looked up, from the live reference model, or from `policy`
+        (the engine being trained) with its LoRA adapters disabled."""
         n = batch["pair_index"].numel()
-        if self.ref_model is None:
+        if self.ref is not None:
             return self.ref[batch["pair_index"].cpu()].to(batch["input_ids"].device)
-        with torch.no_grad():
-            lp = sequence_logps(self.ref_model, batch, average=self.loss_type == "ipo")
+        average = self.loss_type == "ipo"
+        if self.ref_from_policy:
+            lp = adapters_disabled_logps(policy, batch, average)
+        else:
+            with torch.no_grad():
+                lp = sequence_logps(self.ref_model, batch, average=average)
         return torch.stack([lp[:n], lp[n:]], dim=1)
 
     def loss(self, model, batch: dict):
         n = batch["pair_index"].numel()
+        # the reference first: with adapters disabled it runs the policy itself in eval mode, then restores its mode
+        ref = self.reference(batch, model)
         logps = sequence_logps(model, batch, average=self.loss_type == "ipo")
-        ref = self.reference(batch).to(logps.device)
+        ref = ref.to(logps.device)
         loss, rc, rr = dpo_loss(logps[:n], logps[n:], ref[:, 0], ref[:, 1], self.beta, self.loss_type, self.label_smoothing)
         return loss, {"reward_chosen": rc.mean().item(), "reward_rejected": rr.mean().item(),
                       "reward_margin": (rc - rr).mean().item(), "reward_accuracy": (rc > rr).float().mean().item(),
                       "logp_margin": (logps[:n] - logps[n:]).detach().mean().item(),
                       "ref_logp_chosen": ref[:, 0].mean().item(), "ref_logp_rejected": ref[:, 1].mean().item()}
+
+
+def adapters_disabled_logps(policy, batch: dict, average: bool) -> torch.Tensor:
+    """Log-probs of `policy` (a DeepSpeed engine or module wrapping a peft model) with its adapters disabled: the
+    starting model, without a second copy of it. Eval mode so the model's own dropout is off; the policy's mode
+    (train in a step, eval in validation) is restored. Under ZeRO-3 the engine's forward gathers the partitioned
+    base weights as in any forward, on every rank alike."""
+    peft_model = getattr(policy, "module", policy)
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.no_grad(), peft_model.disable_adapter():
+            return sequence_logps(policy, batch, average)
+    finally:
+        policy.train(was_training)
 
 
 def load_pairs(paths: list[str], tokenizer, seq_len: int, with_lines: bool = False):
@@ -180,16 +207,19 @@ def build(ws, cfg, tokenizer, device):
     model = load_model(source).to(device)
     average = cfg.loss_type == "ipo"
     ref_logps = ref_model = None
-    if cfg.reference == "live":
+    from_policy = cfg.reference == "live" and cfg.lora.enabled  # the policy with adapters disabled is the reference
+    if cfg.reference == "live" and not from_policy:
         ref_model = frozen_model(load_model(source), cfg, dist.get_world_size(), device)
-    else:
+    elif not from_policy:
         ref_logps = reference_logps(model, pairs, tokenizer.pad_token_id, device, average=average)
     model, lora_info = maybe_apply_lora(model, cfg.lora)  # after the reference pass: it needs the plain model only
     model = model.to(device)
     task = DPOTask(pairs, ref_logps, tokenizer.pad_token_id, cfg.beta, cfg.seed, cfg.loss_type, cfg.label_smoothing,
-                   ref_model=ref_model)
+                   ref_model=ref_model, ref_from_policy=from_policy)
     info = {"pairs": len(pairs), "rejected": rejected.counts, "truncated": rejected.truncated,
             "loss_type": cfg.loss_type, "label_smoothing": cfg.label_smoothing, "reference": cfg.reference, **lora_info}
+    if cfg.reference == "live":
+        info["reference_source"] = "adapters-disabled" if from_policy else "frozen-copy"
     if ref_model is not None:  # what the live reference costs this rank (a partition of it under ZeRO-3)
         info["reference_elements_on_rank0"] = elements_held(ref_model)
     return model, task, info

@@ -48,11 +48,14 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.raised = False
+        self.signal_name: str | None = None  # the first signal this process got, e.g. "SIGUSR1"
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
         self.raised = True
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
 
 
 @dataclass
@@ -111,7 +114,10 @@ class TrainLoop:
 
     def _write_stopped(self, reason: str) -> None:
         if self.env.rank == 0:
-            (self.out_dir / "STOPPED.json").write_text(json.dumps({"reason": reason, "step": self.step}))
+            why: dict[str, Any] = {"reason": reason}
+            if reason == "signal":  # rank 0's own signal; "peer" when only another rank got one (all agree to stop)
+                why["signal"] = self.stop.signal_name or "peer"
+            (self.out_dir / "STOPPED.json").write_text(json.dumps({**why, "step": self.step}))
 
     def validate(self) -> float | None:
         self.engine.eval()

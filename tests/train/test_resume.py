@@ -52,8 +52,11 @@ def test_signal_checkpoint_and_bit_exact_resume(tmp_path):
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 1, out
     assert "stopped (signal)" in out
-    stopped_at = json.loads((ws.stage_dir("pretrain") / "STOPPED.json").read_text())["step"]
+    stopped = json.loads((ws.stage_dir("pretrain") / "STOPPED.json").read_text())
+    stopped_at = stopped["step"]
     assert 5 <= stopped_at < 60
+    # the signal rank 0 got itself, or "peer" when only the other rank was signalled
+    assert stopped["reason"] == "signal" and stopped["signal"] in ("SIGUSR1", "peer")
     assert not (ws.stage_dir("pretrain") / "DONE.json").exists()
     assert (ws.stage_dir("pretrain") / "checkpoints" / f"step{stopped_at:07d}").is_dir()
 
