@@ -165,17 +165,17 @@ def main() -> None:
                       f"{r['bytes_per_doc']:>8.1f} B/doc written")
             summary = json.loads((dedup_dir(ws) / "clusters" / "summary.done.json").read_text())["stats"]
             print(f"     removed {summary['removed']}, clusters {summary['clusters']}, largest {summary['largest_cluster']}")
-    print("\n| phase | " + " | ".join(f"{s}x peak RSS MB (tasks)" for s in args.scales) + " |")
-    print("|---|" + "---|" * len(args.scales))
+    _table(rows, args.scales, "peak RSS MB (tasks)", lambda r: f"{r['peak_rss_mb']:.0f} ({r['tasks']})")
+    _table(rows, args.scales, "task s / CPU s", lambda r: f"{r['task_s']:.1f} / {r['cpu_s']:.1f}")
+
+
+def _table(rows: list[dict], scales: list[int], what: str, cell) -> None:
+    """One markdown table: a row per phase, a column per scale, `cell(row)` in each."""
+    from kamado.corpus.dedup import PHASES
+    print("\n| phase | " + " | ".join(f"{s}x {what}" for s in scales) + " |")
+    print("|---|" + "---|" * len(scales))
     for name in PHASES:
-        cells = [next(f"{r['peak_rss_mb']:.0f} ({r['tasks']})" for r in rows if r["scale"] == s and r["phase"] == name)
-                 for s in args.scales]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\n| phase | " + " | ".join(f"{s}x task s / CPU s" for s in args.scales) + " |")
-    print("|---|" + "---|" * len(args.scales))
-    for name in PHASES:
-        cells = [next(f"{r['task_s']:.1f} / {r['cpu_s']:.1f}" for r in rows if r["scale"] == s and r["phase"] == name)
-                 for s in args.scales]
+        cells = [next(cell(r) for r in rows if r["scale"] == s and r["phase"] == name) for s in scales]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
