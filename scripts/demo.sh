@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+source scripts/activate.sh
 exec kamado run recipes/tiny-cpu.yaml "$@"

@@ -8,15 +8,13 @@ import pytest
 from kamado.corpus.filters import DocContext, NgWordFilter
 from kamado.corpus.normalize import normalize
 from kamado.corpus.readers import Rejected, iter_source_file
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, shared_data
 
 WEB = SHARED_DATA / "web"
 
 
 def _docs(name, text_field, id_field):
-    path = WEB / name
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path} (tests read ../shared/data next to the repository)")
+    path = shared_data("web", name)
     for _, doc in iter_source_file(str(path), "auto", text_field, id_field, name):
         if not isinstance(doc, Rejected):
             doc["text"] = normalize(doc["text"])

@@ -2,7 +2,7 @@
 and noisy as shipped, fine-tune the demo's pretrained tiny model for real (DeepSpeed ZeRO-2, 2 CPU ranks); the
 held-back records' loss falls below the pretrained model's on the same batches, and so does the training loss.
 
-The data lives in ../shared/data (never in the repo, see its README.md); without it the test is skipped."""
+The data lives in ../shared/data (never in the repo, see its README.md); without it the test is skipped (fails under CI=true)."""
 
 import gzip
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.finetune.helpers import metric_rows, run_from_demo
-from tests.helpers import SHARED_DATA, write_jsonl
+from tests.helpers import SHARED_DATA, shared_data, write_jsonl
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 DOLLY = SHARED_DATA / "instruct" / "databricks-dolly-15k-ja.jsonl.gz"
@@ -20,8 +20,7 @@ RECORDS = 400
 
 
 def test_sft_loss_falls_on_dolly_ja(tiny_run, tmp_path):
-    if not DOLLY.is_file():
-        pytest.skip(f"dolly-ja not found at {DOLLY}: the shared data folder (../shared/data, see its README.md) is absent")
+    shared_data("instruct", DOLLY.name)
     with gzip.open(DOLLY, "rt", encoding="utf-8") as fh:
         records = [json.loads(next(fh)) for _ in range(RECORDS)]
     data = write_jsonl(tmp_path / "dolly-ja-head.jsonl", records)  # a tmp copy of the first records, fields as given
