@@ -17,6 +17,10 @@ SCORE_BINS = 20  # quality-score histogram: 20 bins over [0, 1]
 SAMPLE_CHARS = 600
 
 
+class CorpusInvariantError(RuntimeError):
+    """Every record read must be kept, dropped by a rule, or rejected; counts that do not add up are a bug."""
+
+
 class ShardStats:
     """Counts one shard's documents as they pass; `as_dict()` is the shard's report."""
 
@@ -68,7 +72,9 @@ class ShardStats:
              "per_source": {n: {**v, "dropped": dict(v["dropped"])} for n, v in self.per_source.items()},
              "samples": self.samples, "quality_score_histogram": self.scores if any(self.scores) else None}
         # the invariant, per shard: every record read is kept, dropped by a rule, or rejected
-        assert d["docs_in"] == d["kept"] + sum(self.dropped.values()), d
+        if d["docs_in"] != d["kept"] + sum(self.dropped.values()):
+            raise CorpusInvariantError(f"shard counts do not add up: docs_in {d['docs_in']} != kept {d['kept']} "
+                                       f"+ dropped {sum(self.dropped.values())} ({d['dropped']})")
         return d
 
 

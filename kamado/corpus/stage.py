@@ -26,7 +26,7 @@ from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
 from kamado.corpus.readers import Rejected, iter_source_file, source_files
-from kamado.corpus.report import ShardStats, add_cleaning_report
+from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report
 from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
@@ -173,7 +173,9 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | 
     }
     report["dedup"] = _dedup_report(recipe, ws, dropped, dedup_phases)
     add_cleaning_report(report, shard_stats, folder, cfg.dropped_samples)  # drops.txt/.png, samples, rejected
-    assert report["docs_in"] == report["docs_kept"] + report["docs_dropped"], report  # the corpus invariant
+    if report["docs_in"] != report["docs_kept"] + report["docs_dropped"]:  # the corpus invariant
+        raise CorpusInvariantError(f"corpus counts do not add up: docs_in {report['docs_in']} != kept "
+                                   f"{report['docs_kept']} + dropped {report['docs_dropped']}")
     write_json_atomic(folder / "report.json", report)
     write_json_atomic(folder / "duplicates.json", duplicates)
     (folder / "summary.txt").write_text(_summary(report) + _dedup_summary(report["dedup"]), encoding="utf-8")
