@@ -3,7 +3,9 @@
 Why our own and not rensa/datasketch: both take shingles as Python strings one by one, and building those is
 ~80% of the time (anchor notes). Here a document becomes one uint32 array of code points and every n-gram hash
 is a few whole-array operations; the 200 permutations are `a·x + b mod 2^32` (odd `a`: a bijection of the
-32-bit space) applied to a [chunk, perms] block at a time, so memory per document is bounded by the chunk.
+32-bit space) applied to a [perms, chunk] block at a time, so memory per document is bounded by the chunk.
+The block is [perms, chunk], not [chunk, perms]: the minimum then runs along contiguous memory, and with 8192
+shingles a chunk that was 3-4x faster than the [4096, perms] layout (2M shingles: ~0.2 s instead of ~0.7 s).
 benchmarks/dedup_quality.py compares recall, precision and time with rensa and datasketch in the same run.
 """
 
@@ -15,7 +17,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finalizer constants: every out
 _M2 = np.uint64(0x94D049BB133111EB)
 _P = np.uint64(0x100000001B3)  # FNV prime: the polynomial that combines n code points
 _EMPTY = np.empty(0, dtype=np.uint64)
-CHUNK = 4096  # shingles per [chunk, perms] block: 3.2 MB of uint32 at 200 permutations
+CHUNK = 8192  # shingles per [perms, chunk] block: 6.5 MB of uint32 at 200 permutations
 
 
 def mix64(h: np.ndarray) -> np.ndarray:
@@ -55,17 +57,20 @@ class MinHasher:
         self.num_perm = num_perm
         self.a = rng.integers(1, 2**32, num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
         self.b = rng.integers(0, 2**32, num_perm, dtype=np.uint64).astype(np.uint32)
-        self._buf = np.empty((CHUNK, num_perm), dtype=np.uint32)
+        self._buf = np.empty((num_perm, CHUNK), dtype=np.uint32)
+
+    def _permuted(self, x32: np.ndarray) -> np.ndarray:
+        """[perms, len(x32)] block of a·x + b (wrapping mod 2^32: that is the permutation), in the buffer."""
+        block = self._buf[:, : len(x32)]
+        np.multiply(self.a[:, None], x32[None, :], out=block)
+        np.add(block, self.b[:, None], out=block)
+        return block
 
     def signature(self, hashes: np.ndarray) -> np.ndarray:
         sig = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
         x32 = (hashes >> np.uint64(32)).astype(np.uint32)
         for start in range(0, len(x32), CHUNK):
-            x = x32[start:start + CHUNK]
-            block = self._buf[: len(x)]
-            np.multiply(x[:, None], self.a[None, :], out=block)  # wraps mod 2^32: that is the permutation
-            block += self.b
-            np.minimum(sig, block.min(axis=0), out=sig)
+            np.minimum(sig, self._permuted(x32[start:start + CHUNK]).min(axis=1), out=sig)
         return sig
 
     def signatures(self, docs: list[np.ndarray]) -> np.ndarray:
@@ -78,12 +83,9 @@ class MinHasher:
             nonlocal size
             if not batch:
                 return
-            x32 = (np.concatenate([docs[i] for i in batch]) >> np.uint64(32)).astype(np.uint32)
-            block = self._buf[: len(x32)]
-            np.multiply(x32[:, None], self.a[None, :], out=block)
-            block += self.b
+            block = self._permuted((np.concatenate([docs[i] for i in batch]) >> np.uint64(32)).astype(np.uint32))
             starts = np.cumsum([0] + [len(docs[i]) for i in batch[:-1]])
-            out[batch] = np.minimum.reduceat(block, starts, axis=0)
+            out[batch] = np.minimum.reduceat(block, starts, axis=1).T
             batch.clear()
             size = 0
 
