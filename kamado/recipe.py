@@ -229,6 +229,10 @@ class PretrainConfig(TrainConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     # Weighted mixture of token-shard folders; empty: the tokenizer stage's own shards.
     data: list[TokenSource] = field(default_factory=list)
+    # Positions restart at each document (EOS-separated) and attention stays within it (kamado/train/attention.py).
+    document_attention: bool = False
+    liger_kernels: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy); CUDA only
+    compile: bool = False  # torch.compile the model (kamado/train/kernels.py)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Pretraining: a Llama-family model from a preset (or a local HF checkpoint for continued pretraining),
-next-token prediction on packed token shards (the tokenizer stage's, or a weighted mixture of folders)."""
+next-token prediction on packed token shards (the tokenizer stage's, or a weighted mixture of folders).
+Options: document attention (kamado/train/attention.py), Liger kernels and torch.compile (kamado/train/kernels.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from kamado.train.attention import attention_implementation
 from kamado.train.data import PretrainTask
 from kamado.train.dsconfig import deepspeed_config
+from kamado.train.kernels import apply_liger, check_liger, compile_model
 from kamado.train.model import build_model, llama_config, load_model, resize_embeddings, resolve_shape
 from kamado.train.worker import worker_main
 
 
 def build(ws, cfg, tokenizer, device):
     info: dict = {}
+    if cfg.liger_kernels:
+        check_liger(device)  # before minutes of model building
+    attention = attention_implementation(device, cfg.precision, cfg.document_attention)
     if cfg.model.init_from:
         model = load_model(cfg.model.init_from)
         info["init_from"] = cfg.model.init_from
@@ -29,9 +35,19 @@ def build(ws, cfg, tokenizer, device):
         info["model_shape"] = vars(shape)
     if cfg.seq_len > max_pos:
         raise ValueError(f"pretrain.seq_len {cfg.seq_len} exceeds the model's max_position_embeddings {max_pos}")
+    model.set_attn_implementation(attention)
+    info["attention"] = attention + (" (document)" if cfg.document_attention else "")
     model = model.to(device)
+    if cfg.liger_kernels:
+        apply_liger(model, device)
+        info["liger_kernels"] = True
+    if cfg.compile:
+        compile_model(model)
+        info["compile"] = True
     sources = [(s.path, s.weight) for s in cfg.data] or [(ws.stage_dir("tokenizer") / "tokens", 1.0)]
-    task = PretrainTask([(Path(p), w) for p, w in sources], cfg.seq_len, cfg.seed)
+    documents = (tokenizer.eos_token_id, attention) if cfg.document_attention else None
+    task = PretrainTask([(Path(p), w) for p, w in sources], cfg.seq_len, cfg.seed, document_attention=documents,
+                        fused_loss=cfg.liger_kernels)
     info["train_samples"] = task.num_samples
     return model, task, info
 
