@@ -28,6 +28,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", help="run folder (default: the recipe's workdir)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where stages run (default: local)")
     p.add_argument("--dry-run", action="store_true", help="with --executor slurm: write and print the sbatch scripts and a submit.sh that submits them, instead of submitting")
+    p.add_argument("--force-submit", action="store_true", help="with --executor slurm: submit even while jobs of an earlier submission for the same workdir are queued (jobs.json keeps both chains)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.executor == "slurm":
             from kamado.slurm.executor import submit
 
-            return submit(recipe, stages, dry_run=args.dry_run)
+            return submit(recipe, stages, dry_run=args.dry_run, force=args.force_submit)
         run_stages(recipe, stages)
         if "release" in stages:
             _print_release(recipe)

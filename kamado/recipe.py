@@ -522,6 +522,8 @@ def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
 
 
 def _check_values(recipe: Recipe, where: str) -> None:
+    from kamado.slurm.validate import check_slurm_values  # light (no submitit): values that reach sbatch scripts
+    check_slurm_values(recipe, where)
     for i, stage in enumerate(recipe.stages):
         if stage not in STAGES:
             raise RecipeError(f"{where}: key 'stages[{i}]': unknown stage '{stage}' (known: {', '.join(STAGES)})")

@@ -9,14 +9,18 @@
   with SIGUSR1 slurm.signal_delay_s before the time limit (checkpoint and requeue: see kamado.slurm.jobs).
 Each job depends `afterok` on the job before it (the previous stage's last job, or the previous array of its
 own stage); a failed job cancels the rest of the chain (kill-on-invalid-dep). Job ids go to
-`<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/`. The cluster is checked (partition, node and
-CPU counts) before anything is submitted. `--dry-run` writes the sbatch files, the pickled calls they run and a
-`submit.sh` that submits them in order (see `write_dry_run`).
+`<workdir>/slurm/jobs.json`, logs to `<workdir>/slurm/<stage>/` (see kamado.slurm.chains: the folder is private
+to the submitter, jobs.json keeps every chain, and a new chain is refused while an earlier one is queued). The
+cluster is checked (partition, node and CPU counts) before anything is submitted. `--dry-run` writes the sbatch
+files, the pickled calls they run and a `submit.sh` that submits them in order (see `write_dry_run`); it needs no
+reachable cluster: the checks that need one are skipped, with a line saying so. Every recipe value that reaches a
+script was validated when the recipe loaded (kamado.slurm.validate).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -29,9 +33,12 @@ from typing import Any, Callable
 import kamado
 from kamado.recipe import TRAINING_STAGES, Recipe, RecipeError
 from kamado.slurm import jobs
-from kamado.stage import Workspace, write_json_atomic
+from kamado.slurm.chains import JOBS_FILE, Chain, jobs_path, private_slurm_dir, queued_jobs, read_record, \
+    recorded_job_ids, refuse_if_queued, submit_lock
+from kamado.slurm.validate import check_slurm_values, job_name, parse_extra_sbatch
+from kamado.stage import Workspace
 
-JOBS_FILE = "jobs.json"
+__all__ = ["JOBS_FILE", "submit", "status", "cancel", "plan", "render", "write_dry_run"]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: task ids 0..1000
 
 
@@ -46,19 +53,6 @@ class JobSpec:
 
 
 # ------------------------------------------------------------------ plan
-def _extra_sbatch(lines: list[str]) -> dict[str, Any]:
-    """`--key=value`, `--key value` or `--flag` (an optional leading "#SBATCH" is dropped) → submitit's
-    additional_parameters, which renders them back as "#SBATCH --key=value" lines."""
-    out: dict[str, Any] = {}
-    for i, line in enumerate(lines):
-        text = line.strip().removeprefix("#SBATCH").strip()
-        if not text.startswith("--"):
-            raise RecipeError(f"key 'slurm.extra_sbatch[{i}]': {line!r}: write long options, e.g. --constraint=a100")
-        key, sep, value = text[2:].replace(" ", "=", 1).partition("=")
-        out[key] = value.strip() if sep else True
-    return out
-
-
 def _setup_lines(recipe: Recipe) -> list[str]:
     from kamado.train.launch import worker_env  # light: no torch
 
@@ -76,17 +70,18 @@ def _setup_lines(recipe: Recipe) -> list[str]:
 def _base_params(recipe: Recipe, partition: str, stage: str, role: str) -> dict[str, Any]:
     s = recipe.slurm
     params: dict[str, Any] = {
-        "job_name": f"kamado-{recipe.name}-{stage}" + ("" if role in ("stage", "train") else f"-{role}"),
-        "partition": partition,
+        "job_name": job_name(f"kamado-{recipe.name}-{stage}" + ("" if role in ("stage", "train") else f"-{role}")),
         "time": s.time_minutes,
         "nodes": 1,
         "ntasks_per_node": 1,
         "cpus_per_task": s.cpus_per_task,
         "setup": _setup_lines(recipe),
         # a failed job cancels its dependents instead of leaving them pending forever
-        "additional_parameters": {"kill-on-invalid-dep": "yes", **_extra_sbatch(s.extra_sbatch)},
+        "additional_parameters": {"kill-on-invalid-dep": "yes", **parse_extra_sbatch(s.extra_sbatch)},
     }
-    for key, value in (("account", s.account), ("qos", s.qos), ("mem", f"{s.mem_gb}GB" if s.mem_gb else None)):
+    # no partition (a dry run without a cluster and none in the recipe): sbatch takes the cluster's default
+    for key, value in (("partition", partition), ("account", s.account), ("qos", s.qos),
+                       ("mem", f"{s.mem_gb}GB" if s.mem_gb else None)):
         if value:
             params[key] = value
     return params
@@ -182,17 +177,33 @@ def pending_stages(recipe: Recipe, stages: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------ cluster checks
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+def _run(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def cluster_unreachable(timeout: float = 15) -> str | None:
+    """None when Slurm's commands are on PATH and the controller answers; else why not (a dry run then skips the
+    checks that need a cluster)."""
+    if not shutil.which("sinfo"):
+        return "Slurm's commands (sinfo, sbatch) are not on PATH"
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # sinfo would spend a minute on DNS lookups before it fails
+        return f"SLURM_CONF={conf} is not a file"
+    try:
+        out = _run(["sinfo", "-h", "-o", "%P"], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"sinfo did not answer within {timeout:.0f} s"
+    if out.returncode:
+        return f"sinfo failed: {out.stderr.strip() or f'exit status {out.returncode}'}"
+    return None
 
 
 def check_cluster(recipe: Recipe, stages: list[str]) -> str:
     """Fail before submitting anything when the recipe asks for what the cluster lacks; returns the partition."""
-    if not shutil.which("sinfo"):
-        raise RecipeError("--executor slurm: Slurm's commands (sinfo, sbatch) are not on PATH")
+    unreachable = cluster_unreachable()
+    if unreachable:
+        raise RecipeError(f"--executor slurm: {unreachable}")
     listing = _run(["sinfo", "-h", "-o", "%P"])
-    if listing.returncode:
-        raise RecipeError(f"--executor slurm: sinfo failed: {listing.stderr.strip()}")
     names = [p.strip() for p in listing.stdout.split()]
     partition = recipe.slurm.partition
     if partition is None:
@@ -232,6 +243,7 @@ def cluster_max_array_size() -> int:
         key, _, value = line.partition("=")
         if key.strip() == "MaxArraySize" and value.strip().isdigit():
             return int(value.strip())
+    print(f"[kamado] MaxArraySize not found in `scontrol show config`; assuming Slurm's default {DEFAULT_MAX_ARRAY_SIZE}")
     return DEFAULT_MAX_ARRAY_SIZE
 
 
@@ -286,9 +298,11 @@ def render(spec: JobSpec, folder: Path, dependency: str | None = None, calls: Pa
     return _make_sbatch_string(command=command, folder=folder, map_count=len(spec.args) if spec.array else None, **params)
 
 
-def _entry(spec: JobSpec, job_id: str) -> dict:
-    """The jobs.json record of one submitted job."""
-    entry: dict[str, Any] = {"id": job_id, "role": spec.role, "submitted_at": time.time()}
+def _entry(spec: JobSpec, job_id: str | None = None) -> dict:
+    """The jobs.json record of one submitted job (without an id: the dry run's plan, submit.sh adds it)."""
+    entry: dict[str, Any] = {"role": spec.role}
+    if job_id is not None:
+        entry = {"id": job_id, **entry, "submitted_at": time.time()}
     if spec.array:
         entry["tasks"] = len(spec.args)
     if spec.role == "shards":
@@ -307,9 +321,12 @@ def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Pa
     - `NN-<stage>-<role>/<task>.pkl`: the call each job (array task) runs, pickled by submitit as a real
       submission would, which the script copies to where submitit's runner reads it;
     - `recipe.resolved.yaml`: the recipe the jobs run with (training ranks read it from the workdir);
-    - `submit.sh`: `sbatch --parsable` of each script in order, each `--dependency=afterok:` on the one before;
-      on a failed submission it cancels what it submitted; at the end it records the job ids in
-      `<workdir>/slurm/jobs.json`, so `kamado slurm status` follows them."""
+    - `plan.json`: the jobs.json entries of the planned jobs, without their ids;
+    - `submit.sh [--force-submit]`: the same checks as `kamado run --executor slurm` (a private <workdir>/slurm; no
+      job of an earlier chain still queued, unless --force-submit), under the same lock, then `sbatch --parsable`
+      of each script in order, each `--dependency=afterok:` on the one before; on a failed submission it cancels
+      what it submitted; at the end it appends the chain to `<workdir>/slurm/jobs.json` (kamado.slurm.chains),
+      so `kamado slurm status` follows it. Every path and value in it is shell-quoted."""
     from submitit.core.utils import DelayedSubmission
 
     from kamado.recipe import to_yaml
@@ -320,10 +337,21 @@ def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Pa
     (out / "recipe.resolved.yaml").write_text(to_yaml(recipe), encoding="utf-8")
     workdir = Path(recipe.workdir).resolve()
     q = lambda p: shlex.quote(str(p))  # noqa: E731
+    code_root = Path(kamado.__file__).resolve().parents[1]
+    plan_json = {"stages": todo, "jobs": [{"stage": spec.stage, "entry": _entry(spec)} for spec in specs]}
+    (out / "plan.json").write_text(json.dumps(plan_json, indent=2), encoding="utf-8")
     lines = ["#!/bin/bash",
-             f"# kamado dry run of recipe {recipe.name!r}: {len(specs)} job(s) for {', '.join(todo)}, each after the one "
+             f"# kamado dry run of recipe {q(recipe.name)}: {len(specs)} job(s) for {', '.join(todo)}, each after the one "
              "before (afterok)",
+             "# usage: bash submit.sh [--force-submit]  (--force-submit: even while jobs of an earlier chain are queued)",
              "set -euo pipefail",
+             f"workdir={q(workdir)}",
+             f"export PYTHONPATH={q(code_root)}${{PYTHONPATH:+:$PYTHONPATH}}",
+             f'kamado_chains() {{ {q(sys.executable)} -m kamado.slurm.chains "$@"; }}',
+             'force=(); if [ "${1:-}" = --force-submit ]; then force=(--force); fi',
+             'kamado_chains prepare "$workdir"  # <workdir>/slurm: 0700, refused when others can write into it',
+             'if command -v flock >/dev/null; then exec 9>>"$workdir/slurm/submit.lock"; flock 9; fi  # one submitter at a time',
+             'replaces=$(kamado_chains check "$workdir" "${force[@]}")  # refused while an earlier chain is queued',
              "submitted=()",
              "undo() {  # no half chain: what this script submitted goes",
              '  if [ ${#submitted[@]} -gt 0 ]; then scancel "${submitted[@]}"; '
@@ -332,10 +360,6 @@ def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Pa
              "trap undo ERR",
              f"mkdir -p {' '.join(q(workdir / 'slurm' / st) for st in dict.fromkeys(sp.stage for sp in specs))}",
              f"cp {q(out / 'recipe.resolved.yaml')} {q(workdir / 'recipe.resolved.yaml')}"]
-    record = read_jobs(recipe)
-    stages_record = record.setdefault("stages", {})
-    for stage in todo:
-        stages_record[stage] = []
     for i, spec in enumerate(specs, 1):
         name = f"{i:02d}-{spec.stage}-{spec.role}"
         calls = out / name
@@ -347,21 +371,16 @@ def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Pa
         script = out / f"{name}.sbatch"
         script.write_text(render(spec, _folder(recipe, spec.stage).resolve(), None, calls.resolve()), encoding="utf-8")
         dep = f" --dependency=afterok:$j{i - 1}" if i > 1 else ""
+        # stage and role are kamado's own identifiers; the job ids are digits
         lines += [f"j{i}=$(sbatch --parsable{dep} {q(script.resolve())}); j{i}=${{j{i}%%;*}}; submitted+=(\"$j{i}\")",
                   f'echo "[kamado] {spec.stage}: submitted {spec.role} job $j{i}' + (f' (array of {len(spec.args)})' if spec.array else '')
                   + (f', after $j{i - 1}"' if i > 1 else '"')]
-        stages_record[spec.stage].append({**_entry(spec, f"@@J{i}@@"), "submitted_at": "@@NOW@@"})
-    # jobs.json through a heredoc: escape what the shell would expand, then put the job ids in
-    text = json.dumps(record, indent=2).replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
-    text = text.replace('"@@NOW@@"', "$(date +%s)")
-    for i in range(1, len(specs) + 1):
-        text = text.replace(f"@@J{i}@@", f"$j{i}")
-    lines += [f"cat > {q(_jobs_path(recipe).resolve())}.tmp <<EOF", text, "EOF",
-              f"mv {q(_jobs_path(recipe).resolve())}.tmp {q(_jobs_path(recipe).resolve())}",
-              f'echo "[kamado] logs: {workdir / "slurm"}; follow with: kamado slurm status RECIPE"']
+    ids = " ".join(f'"$j{i}"' for i in range(1, len(specs) + 1))
+    lines += [f'KAMADO_REPLACES="$replaces" kamado_chains record "$workdir" {q(out / "plan.json")} {ids}',
+              f"printf '%s\\n' {q('[kamado] logs: ' + str(workdir / 'slurm') + '; follow with: kamado slurm status RECIPE')}"]
     submit_sh = out / "submit.sh"
     submit_sh.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    submit_sh.chmod(0o755)
+    submit_sh.chmod(0o700)
     return submit_sh
 
 
@@ -381,17 +400,34 @@ def _shard_ranges(spec: JobSpec) -> str:
     return f"{len(shards)} of {spec.args[0][2]}" if len(shards) > 8 else ",".join(map(str, shards))
 
 
-def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
+def _dry_run_cluster(recipe: Recipe, todo: list[str]) -> tuple[str, int]:
+    """(partition, MaxArraySize) for a dry run: the cluster's checks when it answers; else both assumed, with a
+    line saying which checks were skipped and what was assumed (the scripts can then be written on a laptop)."""
+    unreachable = cluster_unreachable()
+    if unreachable is None:
+        return check_cluster(recipe, todo), cluster_max_array_size()
+    partition = recipe.slurm.partition or ""
+    print(f"[kamado] dry run without a reachable cluster ({unreachable}): skipped the cluster checks "
+          f"(partition exists, nodes and CPUs per node) and assumed partition "
+          f"{partition if partition else '(none: sbatch takes the cluster default)'}; skipped reading MaxArraySize "
+          f"(scontrol show config) and assumed Slurm's default {DEFAULT_MAX_ARRAY_SIZE}")
+    return partition, DEFAULT_MAX_ARRAY_SIZE
+
+
+def submit(recipe: Recipe, stages: list[str], dry_run: bool = False, force: bool = False) -> int:
+    """Submit the chain (or, with dry_run, write it); `force` submits even while an earlier chain for the same
+    workdir is still queued (refused otherwise; jobs.json keeps both)."""
     todo = pending_stages(recipe, stages)
     if not todo:
         print("[kamado] every selected stage is done already; nothing to submit")
         return 0
     Workspace(recipe).require_previous(todo[0])  # a stage left out of the selection must be done already
+    check_slurm_values(recipe)  # again: --workdir changes the workdir after the recipe was loaded
     check_recipe(recipe)
-    on_cluster = not dry_run or bool(shutil.which("sinfo"))
-    partition = check_cluster(recipe, todo) if on_cluster else (recipe.slurm.partition or "")
-    specs = plan(recipe, todo, partition, cluster_max_array_size() if on_cluster else DEFAULT_MAX_ARRAY_SIZE)
+    private_slurm_dir(recipe.workdir)
     if dry_run:
+        partition, max_array_size = _dry_run_cluster(recipe, todo)
+        specs = plan(recipe, todo, partition, max_array_size)
         submit_sh = write_dry_run(recipe, specs, todo, dry_run_folder(recipe))
         for i, spec in enumerate(specs, 1):
             print(f"# ---- {submit_sh.parent / f'{i:02d}-{spec.stage}-{spec.role}.sbatch'}: {spec.stage} / {spec.role}"
@@ -401,44 +437,42 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False) -> int:
         print(f"# ---- {submit_sh}: submits them in order, each after the one before (afterok)")
         print(submit_sh.read_text(encoding="utf-8"))
         print(f"[kamado] dry run: {len(specs)} job(s) for {', '.join(todo)}; nothing submitted; "
-              f"submit them with: bash {submit_sh}")
+              f"submit them with: bash {shlex.quote(str(submit_sh))}")
         return 0
 
-    ws = Workspace(recipe)
-    ws.write_resolved_recipe()  # training ranks read it (kamado.train.worker.load_workspace)
-    record = read_jobs(recipe)
-    stages_record = record.setdefault("stages", {})
-    for stage in todo:
-        stages_record[stage] = []
-    submitted: list[str] = []
-    last = None
-    try:
-        for spec in specs:
-            job_id = _submit_one(recipe, spec, f"afterok:{last}" if last else None)
-            submitted.append(job_id)
-            stages_record[spec.stage].append(_entry(spec, job_id))
-            write_json_atomic(_jobs_path(recipe), record)
-            print(f"[kamado] {spec.stage}: submitted {spec.role} job {job_id}"
-                  + (f" (array of {len(spec.args)})" if spec.array else "")
-                  + (f" for shards {_shard_ranges(spec)}" if spec.role == "shards" else "") + (f", after {last}" if last else ""))
-            last = job_id
-    except Exception:
-        if submitted:  # no half chain: whatever this call submitted goes
-            _run(["scancel", *submitted])
-            print(f"[kamado] submission failed; cancelled {' '.join(submitted)}", file=sys.stderr)
-        raise
+    partition = check_cluster(recipe, todo)
+    specs = plan(recipe, todo, partition, cluster_max_array_size())
+    with submit_lock(recipe.workdir):  # a second submitter waits here, then sees this chain's jobs queued
+        replaces = refuse_if_queued(recipe.workdir, force)
+        Workspace(recipe).write_resolved_recipe()  # training ranks read it (kamado.train.worker.load_workspace)
+        chain = Chain(recipe.workdir, todo, replaces)
+        submitted: list[str] = []
+        last = None
+        try:
+            for spec in specs:
+                job_id = _submit_one(recipe, spec, f"afterok:{last}" if last else None)
+                submitted.append(job_id)
+                chain.add(spec.stage, _entry(spec, job_id))
+                print(f"[kamado] {spec.stage}: submitted {spec.role} job {job_id}"
+                      + (f" (array of {len(spec.args)})" if spec.array else "")
+                      + (f" for shards {_shard_ranges(spec)}" if spec.role == "shards" else "") + (f", after {last}" if last else ""))
+                last = job_id
+        except Exception:
+            if submitted:  # no half chain: whatever this call submitted goes
+                _run(["scancel", *submitted])
+                print(f"[kamado] submission failed; cancelled {' '.join(submitted)}", file=sys.stderr)
+            raise
     print(f"[kamado] logs: {Path(recipe.workdir) / 'slurm'}; follow with: kamado slurm status RECIPE")
     return 0
 
 
 # ------------------------------------------------------------------ status / cancel
 def _jobs_path(recipe: Recipe) -> Path:
-    return Path(recipe.workdir) / "slurm" / JOBS_FILE
+    return jobs_path(recipe.workdir)
 
 
 def read_jobs(recipe: Recipe) -> dict:
-    path = _jobs_path(recipe)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_record(recipe.workdir)
 
 
 def job_states(job_id: str) -> list[str]:
@@ -531,10 +565,19 @@ def _short(ids: list[int]) -> str:
 
 
 def cancel(recipe: Recipe) -> int:
-    ids = [e["id"] for entries in read_jobs(recipe).get("stages", {}).values() for e in entries]
+    """Cancel every job still queued of every chain recorded for the workdir (an older chain that a
+    --force-submit replaced included)."""
+    ids = recorded_job_ids(read_jobs(recipe))
     if not ids:
         print(f"[kamado] no Slurm jobs recorded for {recipe.workdir}")
         return 1
+    try:
+        ids = list(queued_jobs(ids))
+    except RuntimeError as exc:  # squeue failed: let scancel judge every recorded id
+        print(f"[kamado] {exc}; cancelling every recorded job", file=sys.stderr)
+    if not ids:
+        print(f"[kamado] no job recorded for {recipe.workdir} is still queued; nothing to cancel")
+        return 0
     out = _run(["scancel", *ids])
     if out.returncode:
         print(f"[kamado] scancel: {out.stderr.strip()}", file=sys.stderr)

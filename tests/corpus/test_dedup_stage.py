@@ -28,8 +28,7 @@ def _run(recipe):
 
 @pytest.mark.parametrize("unit", [1_000_000, 100], ids=["one-key-range", "several-contain-ranges"])
 def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch, unit):
-    """Identical documents in different shards (round robin: a in shard 0, a-copy in shard 1), near and contained
-    ones. With bucket_unit_docs=100 the ~550 sampled shingles are spread over several contain units (key ranges)
+    """Exact, near and contained duplicates spread over three shards (one document per file).  With bucket_unit_docs=100 the ~550 sampled shingles are spread over several contain units (key ranges)
     and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
     if unit < 1000:
         monkeypatch.setattr("kamado.corpus.dedup.phases.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
@@ -48,7 +47,9 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
         {"id": "short-2", "text": "猫"},
         {"id": "short-3", "text": "犬"},
     ]
-    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={unit}", num_shards=3)
+    # one document per file: the shards get different documents whether records or whole files are sharded
+    recipe = corpus_recipe(tmp_path, [[d] for d in docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={unit}",
+                           num_shards=3)
     report, dups, kept = _run(recipe)
     samples = sum(json.loads(p.read_text())["stats"]["samples"] for p in (dedup_dir(Workspace(recipe)) / "sig").glob("*.done.json"))
     contain_units = len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json")))
@@ -73,7 +74,7 @@ def test_duplicate_of_is_the_kept_document_at_the_end_of_a_chain(tmp_path):
     docs = [{"id": "keeper", "text": k}, {"id": "near", "text": near},
             {"id": "copy-of-near", "text": "\n".join(near[i:i + 100] for i in range(0, 2000, 100))},
             {"id": "B", "text": story + x}, {"id": "A", "text": story}, {"id": "C", "text": y + story + x + z}]
-    report, dups, kept = _run(corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=2))
+    report, dups, kept = _run(corpus_recipe(tmp_path, [[d] for d in docs], "corpus.dedup.near=true", num_shards=2))
     got = {i: (d["duplicate_of"], d["matched"], d["kind"]) for i, d in dups.items()}
     assert got == {"near": ("keeper", "keeper", "near"), "copy-of-near": ("keeper", "near", "exact"),
                    "B": ("C", "C", "contained"), "A": ("C", "B", "contained")}
@@ -108,7 +109,7 @@ def test_decontamination_drops_documents_sharing_a_long_ngram(tmp_path):
 
 def _filtered(tmp_path, n=2):
     docs = [{"id": f"d{i}", "text": random_text(50 + i % 3, 600)} for i in range(6)]
-    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", num_shards=n)
+    recipe = corpus_recipe(tmp_path, [[d] for d in docs], "corpus.dedup.near=true", num_shards=n)  # docs in every shard
     ws = Workspace(recipe)
     ws.prepare("corpus")
     for shard in range(n):
@@ -172,7 +173,7 @@ def test_gold_pairs_of_the_shared_neardup_set(tmp_path):
         pytest.skip(f"shared data not found: {docs_path} (../shared/data/neardup)")
     with gzip.open(docs_path, "rt", encoding="utf-8") as fh:
         docs = [{"id": d["doc_id"], "text": d["text_plain"]} for d in map(json.loads, (next(fh) for _ in range(150)))]
-    recipe = corpus_recipe(tmp_path, [docs], "corpus.dedup.near=true", "corpus.nfkc=false", num_shards=2)
+    recipe = corpus_recipe(tmp_path, [docs[:75], docs[75:]], "corpus.dedup.near=true", "corpus.nfkc=false", num_shards=2)
     _, dups, kept = _run(recipe)
 
     def root(x):

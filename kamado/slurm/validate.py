@@ -1,0 +1,100 @@
+"""Recipe values that end up in an sbatch script or in the dry run's submit.sh, checked when the recipe loads.
+
+Light on purpose (recipe loading calls it): no submitit, nothing heavy.
+
+Why: an sbatch script is a shell script whose `#SBATCH` lines sbatch parses itself. A newline inside a value
+(`slurm.account`, `slurm.qos`, an `extra_sbatch` line, a setup line, the workdir) ends the `#SBATCH` block early,
+so every later directive is silently ignored and the rest of the value runs as a shell command. So:
+- no control character (newline, NUL, escape, ...) in any string that reaches a script; a tab is allowed only in
+  `slurm.setup`, which is shell code by design;
+- partition, account and qos are names: letters, digits and `_ . + -`, not starting with `-`;
+- each `extra_sbatch` line is one long option, split like a shell would (shlex): `--comment="my run"` keeps its
+  value whole; the scripts quote it back (submitit renders `#SBATCH --key=<shlex-quoted value>`, which sbatch's
+  own parser reads back, quotes included).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import unicodedata
+from typing import TYPE_CHECKING
+
+from kamado.recipe import RecipeError
+
+if TYPE_CHECKING:
+    from kamado.recipe import Recipe
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,127}\Z")  # partition, account, qos
+OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")  # an sbatch long option (submitit turns "_" into "-")
+
+
+def _control_chars(text: str, allow_tab: bool = False) -> list[str]:
+    """The control characters in text (Unicode category Cc, plus the line and paragraph separators), as escapes."""
+    found = [ch for ch in text if (unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029") and not (allow_tab and ch == "\t")]
+    return sorted({repr(ch)[1:-1] for ch in found})
+
+
+def check_text(key: str, value: str, where: str = "", allow_tab: bool = False) -> None:
+    """Raise RecipeError naming `key` when value holds a control character (a newline would end the line)."""
+    bad = _control_chars(value, allow_tab)
+    if bad:
+        raise RecipeError(f"{where}key '{key}': {value!r} holds control character(s) {', '.join(bad)}: "
+                          "it would break the line it goes into in the sbatch script")
+
+
+def check_name(key: str, value: str, where: str = "") -> None:
+    check_text(key, value, where)
+    if not SAFE_NAME.match(value):
+        raise RecipeError(f"{where}key '{key}': {value!r} is not a Slurm name: use letters, digits and _ . + - "
+                          "(at most 128 characters, not starting with -)")
+
+
+def parse_extra_sbatch(lines: list[str], where: str = "") -> dict[str, str | bool]:
+    """`--key=value`, `--key value` or `--flag` per line (an optional leading "#SBATCH" is dropped), split with
+    shlex → {key: value or True}, submitit's additional_parameters."""
+    out: dict[str, str | bool] = {}
+    for i, line in enumerate(lines):
+        key_name = f"slurm.extra_sbatch[{i}]"
+        check_text(key_name, line, where)
+        text = line.strip()
+        if text.startswith("#SBATCH"):
+            text = text[len("#SBATCH"):]
+        try:
+            tokens = shlex.split(text)
+        except ValueError as exc:  # an unclosed quote
+            raise RecipeError(f"{where}key '{key_name}': {line!r}: {exc}") from exc
+        if not tokens or not tokens[0].startswith("--"):
+            raise RecipeError(f"{where}key '{key_name}': {line!r}: write long options, e.g. --constraint=a100")
+        name, sep, value = tokens[0][2:].partition("=")
+        if not sep and len(tokens) == 2:
+            value, sep = tokens[1], "="
+        elif len(tokens) > 1:
+            whole = " ".join(([value] if sep else []) + tokens[1:])
+            raise RecipeError(f"{where}key '{key_name}': {line!r}: one option per line; quote a value with spaces, "
+                              f"e.g. --{name}={shlex.quote(whole)}")
+        if not OPTION_NAME.match(name):
+            raise RecipeError(f"{where}key '{key_name}': {line!r}: {name!r} is not an sbatch option name")
+        out[name] = value if sep else True
+    return out
+
+
+def check_slurm_values(recipe: Recipe, where: str = "") -> None:
+    """Every recipe value that reaches an sbatch script or submit.sh (see the module docstring).
+    `where` (e.g. the recipe path) prefixes the messages."""
+    prefix = f"{where}: " if where else ""
+    check_text("name", recipe.name, prefix)
+    check_text("workdir", str(recipe.workdir), prefix)
+    s = recipe.slurm
+    for key in ("partition", "account", "qos"):
+        value = getattr(s, key)
+        if value is not None:
+            check_name(f"slurm.{key}", value, prefix)
+    for i, line in enumerate(s.setup):
+        check_text(f"slurm.setup[{i}]", line, prefix, allow_tab=True)
+    parse_extra_sbatch(s.extra_sbatch, prefix)
+
+
+def job_name(text: str) -> str:
+    """A job name with nothing but safe characters (the recipe name may hold spaces or any other letter)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
