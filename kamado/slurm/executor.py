@@ -33,12 +33,10 @@ from typing import Any, Callable
 import kamado
 from kamado.recipe import TRAINING_STAGES, Recipe, RecipeError
 from kamado.slurm import jobs
-from kamado.slurm.chains import JOBS_FILE, Chain, jobs_path, private_slurm_dir, queued_jobs, read_record, \
-    recorded_job_ids, refuse_if_queued, submit_lock
+from kamado.slurm.chains import Chain, jobs_path, private_slurm_dir, queued_jobs, read_record, recorded_job_ids, \
+    refuse_if_queued, submit_lock
 from kamado.slurm.validate import check_slurm_values, job_name, parse_extra_sbatch
 from kamado.stage import Workspace
-
-__all__ = ["JOBS_FILE", "submit", "status", "cancel", "plan", "render", "write_dry_run"]
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: task ids 0..1000
 
 
