@@ -43,6 +43,7 @@ class CorpusSource:
     # Per-source overrides of corpus.rules, e.g. {min_chars: 100} for short leads; keys are QualityRules fields.
     rules: dict[str, Any] = field(default_factory=dict)
     license: Optional[str] = None  # the source's licence, carried into report.json and the model card
+    follow_symlinks: bool = False  # read files under a source folder/glob that link outside it (refused by default)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import re
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-]+)""", re.I)
 _HTML_START = re.compile(r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.I)
 _ALIASES = {"shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "windows-31j": "cp932",
             "ms_kanji": "cp932", "euc-jp": "euc_jis_2004", "euc_jp": "euc_jis_2004", "x-euc-jp": "euc_jis_2004"}
 
@@ -56,21 +57,29 @@ def looks_like_html(text: str) -> bool:
     return bool(_HTML_START.match(text[:2048]))
 
 
+class HtmlParseError(ValueError):
+    """The page could not be parsed at all; readers count it as `rejected:html_parse_error` with this message."""
+
+
 def html_to_text(html: str) -> str:
-    """Main text of a page (paragraphs on their own lines); "" when the page holds none."""
+    """Main text of a page (paragraphs on their own lines); "" when the page holds none.
+
+    Raises HtmlParseError when neither trafilatura nor lxml can parse the page (its own reject reason, not
+    "empty": a parser failure is not an empty page)."""
     import trafilatura
+    import lxml.etree
+    import lxml.html
 
     text = trafilatura.extract(html, include_comments=False, include_tables=True, include_images=False,
                                favor_recall=True, deduplicate=False, with_metadata=False)
     if text:
         return text
-    try:  # trafilatura found no "main content" (e.g. a page of only lists): keep the visible text
-        import lxml.html
-
-        root = lxml.html.fromstring(html)
-        for bad in root.xpath("//script|//style|//noscript"):
-            bad.drop_tree()
-        lines = (line.strip() for line in root.text_content().splitlines())
-        return "\n".join(line for line in lines if line)
-    except Exception:
-        return ""
+    # trafilatura found no "main content" (e.g. a page of only lists): keep the visible text
+    try:  # lxml refuses a str that carries an XML encoding declaration (XHTML): the text is decoded already
+        root = lxml.html.fromstring(_XML_DECL.sub("", html, count=1))
+    except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError) as exc:
+        raise HtmlParseError(f"lxml: {exc}") from exc
+    for bad in root.xpath("//script|//style|//noscript"):
+        bad.drop_tree()
+    lines = (line.strip() for line in root.text_content().splitlines())
+    return "\n".join(line for line in lines if line)

@@ -1,6 +1,8 @@
 """The corpus stage: sharded filtering, then global dedup (sharded phases), then the report.
 
-Phase 1 (`run_shard`, one per shard, in a process pool or a Slurm array task): read the shard's records,
+Phase 0 (`kamado.corpus.plan.ensure_plan`): cut the inputs into slices at record boundaries and give each shard
+a contiguous run of them, balanced by bytes (`work/plan.json`).
+Phase 1 (`run_shard`, one per shard, in a process pool or a Slurm array task): read the shard's slices,
 normalize, apply the quality rules, mask personal information, hash the normalized text; write
 `work/filtered-SSSSS.jsonl.gz` and a per-shard done-marker, so a rerun does only the missing shards.
 Phase 2 (`finish`): kamado.corpus.dedup's phases (signatures → buckets → verify → clusters → apply, each
@@ -25,7 +27,8 @@ from kamado.corpus import dedup
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
-from kamado.corpus.readers import Rejected, iter_source_file, source_files
+from kamado.corpus.plan import ensure_plan
+from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report
 from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
@@ -44,12 +47,22 @@ def shard_done_path(ws: Workspace, shard: int) -> Path:
     return _work(ws) / f"filtered-{_shard_name(shard)}.done.json"
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dict:
-    """Filter one shard: records whose running index (over all sources, in order) ≡ shard mod num_shards.
+    """Filter one shard: the slices of the inputs that the stage's plan (kamado.corpus.plan, `work/plan.json`,
+    made by the first task that needs it) gives to this shard; the shard opens no other input.
 
     Every record read ends up kept, dropped by a named rule, or rejected (bad input, written with its file and
     line to `work/rejects-SSSSS.jsonl`); the shard's report (`work/report-SSSSS.json`, also its done-marker)
-    holds the counts, and read = kept + Σ dropped + Σ rejected is asserted before it is written."""
+    holds the counts, and read = kept + Σ dropped + Σ rejected is checked before it is written. Outputs are
+    written as temp files, fsynced and renamed, the done-marker last: a shard killed at any point is redone."""
     cfg = recipe.corpus
     work = _work(ws)
     work.mkdir(parents=True, exist_ok=True)
@@ -57,51 +70,55 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     done_path = shard_done_path(ws, shard)
     if done_path.is_file():
         return json.loads(done_path.read_text())
-    # one rule chain per distinct rule set: sources may override corpus.rules (corpus.sources[i].rules)
-    chains = [build_filters(source_rules(cfg, i)) for i in range(len(cfg.sources))]
+    slices = [sl for sl in ensure_plan(recipe, ws, num_shards) if sl.shard == shard]
+    # one rule chain per source that this shard reads (sources may override corpus.rules)
+    chains = {i: build_filters(source_rules(cfg, i)) for i in sorted({sl.source for sl in slices})}
     stats = ShardStats(cfg.dropped_samples)
+    for source in cfg.sources:  # every source is named in every shard's report, read or not
+        stats.source(source.name)
     out_path = work / f"filtered-{name}.jsonl.gz"
     tmp_path = out_path.with_name(out_path.name + ".tmp")
     rejects_path = work / f"rejects-{name}.jsonl"
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
-    index = -1
     with gzip.open(tmp_path, "wt", encoding="utf-8") as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
-        for source_idx, source in enumerate(cfg.sources):
-            stats.source(source.name)
-            filters = chains[source_idx]
-            for file_idx, path in enumerate(source_files(source.paths, source.format)):
-                records = iter_source_file(path, source.format, source.text_field, source.id_field, source.name,
-                                           source.url_field, source.html, cfg.max_record_bytes)
-                for loc, doc in records:
-                    index += 1
-                    if index % num_shards != shard:
-                        continue
-                    where = f"{loc.path}:{loc.line}"
-                    if isinstance(doc, Rejected):
-                        stats.read(source.name, 0)
-                        stats.drop(source.name, f"rejected:{doc.reason}", None, 0, where)
-                        rejects.write(json.dumps({"file": loc.path, "line": loc.line, "source": source.name,
-                                                  "reason": doc.reason, "detail": doc.detail}, ensure_ascii=False) + "\n")
-                        continue
-                    stats.read(source.name, len(doc["text"]))
-                    doc["text"] = normalize(doc["text"], cfg.nfkc, cfg.ja_punctuation, cfg.neologdn)
-                    reason = apply_filters(filters, doc)
-                    if "quality_score" in doc["meta"]:
-                        stats.score(doc["meta"]["quality_score"])
-                    if reason:
-                        stats.drop(source.name, reason, doc, len(doc["text"]), where)
-                        continue
-                    if cfg.mask_pii:
-                        doc["text"], masked = mask_pii(doc["text"])
-                        stats.pii.update(masked)
-                        if masked:
-                            doc["meta"]["pii_masked"] = masked
-                    doc["meta"]["order"] = [source_idx, file_idx, loc.line]
-                    doc["meta"]["text_hash"] = hashlib.sha1(doc["text"].encode("utf-8")).hexdigest()
-                    out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    stats.keep(source.name, len(doc["text"]))
+        for sl in slices:
+            source = cfg.sources[sl.source]
+            filters = chains[sl.source]
+            records = iter_source_file(sl.path, sl.fmt, source.text_field, source.id_field, source.name,
+                                       source.url_field, source.html, cfg.max_record_bytes, part=sl.part)
+            for loc, doc in records:
+                where = f"{loc.path}:{loc.line}"
+                if isinstance(doc, Rejected):
+                    stats.read(source.name, 0)
+                    stats.drop(source.name, f"rejected:{doc.reason}", None, 0, where)
+                    row = {"file": loc.path, "line": loc.line, "source": source.name, "reason": doc.reason,
+                           "detail": doc.detail}
+                    if doc.offset is not None:
+                        row["offset"] = doc.offset
+                    rejects.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    continue
+                stats.read(source.name, len(doc["text"]))
+                doc["text"] = normalize(doc["text"], cfg.nfkc, cfg.ja_punctuation, cfg.neologdn)
+                reason = apply_filters(filters, doc)
+                if "quality_score" in doc["meta"]:
+                    stats.score(doc["meta"]["quality_score"])
+                if reason:
+                    stats.drop(source.name, reason, doc, len(doc["text"]), where)
+                    continue
+                if cfg.mask_pii:
+                    doc["text"], masked = mask_pii(doc["text"])
+                    stats.pii.update(masked)
+                    if masked:
+                        doc["meta"]["pii_masked"] = masked
+                doc["meta"]["order"] = [sl.source, sl.file, loc.line]
+                doc["meta"]["text_hash"] = hashlib.sha1(doc["text"].encode("utf-8")).hexdigest()
+                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                stats.keep(source.name, len(doc["text"]))
+    for tmp in (tmp_path, rejects_tmp):
+        _fsync(tmp)
     os.replace(tmp_path, out_path)
     os.replace(rejects_tmp, rejects_path)
+    _fsync(work)
     report = stats.as_dict()  # asserts read = kept + Σ dropped + Σ rejected for this shard
     write_json_atomic(work / f"report-{name}.json", report)
     write_json_atomic(done_path, report)  # last: the shard counts as done only once everything is written
@@ -227,6 +244,7 @@ def _shard_task(args: tuple) -> dict:
 
 def run(recipe: Recipe, ws: Workspace) -> StageResult:
     n = recipe.corpus.num_shards
+    ensure_plan(recipe, ws, n)  # once, before the shards (each would otherwise wait for the first to make it)
     workers = max(1, min(recipe.corpus.workers, n))
     tasks = [(recipe, shard, n) for shard in range(n)]
     if workers == 1:
