@@ -56,7 +56,7 @@ def _check_complete(tag_dir: Path) -> tuple[int, int]:
     states = sorted(tag_dir.glob("*model_states.pt"))
     if not states:
         raise CheckpointError(f"{tag_dir}: incomplete checkpoint: no *model_states.pt file")
-    try:
+    try:  # a DeepSpeed file is a pickle: release.from_checkpoint must name a trusted checkpoint (see README)
         meta = torch.load(states[0], map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or corrupt file
         raise CheckpointError(f"{states[0]}: unreadable checkpoint file ({type(exc).__name__}: {exc})") from None
@@ -142,6 +142,6 @@ def load_source(recipe, ws, stage: str) -> Source:
                               f"Release from its DeepSpeed checkpoint with --set release.from_checkpoint=latest")
     model = AutoModelForCausalLM.from_pretrained(str(hf), local_files_only=True, dtype=torch.float32).eval()
     ref = stage_dir / "reference_logits.pt"
-    tag = torch.load(ref, weights_only=False).get("checkpoint") if ref.is_file() else None
+    tag = torch.load(ref, map_location="cpu", weights_only=True).get("checkpoint") if ref.is_file() else None
     return Source(model, tokenizer, f"{stage}/hf (consolidated at the end of training)", tag)
 

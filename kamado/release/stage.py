@@ -4,7 +4,13 @@ card, verified the way a user would load it: offline AutoModelForCausalLM / Auto
 the training model's, tokenizer ids compared with SentencePiece's, a greedy sample.
 
 Nothing half-written ever looks complete: the folder is built as `.<name>.partial`, verified, evaluated and
-given its card there, and only then renamed to `<name>`; a failure removes the partial folder.
+given its card there, and only then renamed to `<name>`; a failure removes the partial folder. A SIGKILL at any
+point leaves at most a partial folder (or an older complete release set aside as `.<name>.old`), which the next
+run removes: the stage's done-marker is written only after the rename.
+
+kamado deletes only what it made: `model_name` must be a plain folder name, every folder this stage may
+remove lies directly inside the release stage folder, is not a symlink, and is listed in `.kamado-made.json`
+there (written before the folder is created); anything else in the way is an error, never deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import torch
 from kamado.recipe import POLICY_STAGES, Recipe
 from kamado.release.card import write_model_card
 from kamado.release.consolidate import Source, load_source
+from kamado.release.portable import make_config_portable, write_json_durable
 from kamado.stage import StageResult, Workspace, write_json_atomic
+from kamado.tokenizer.export import make_portable
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # bf16 weights cannot match fp32 training logits to 1e-4; against training they get this bound, while the
@@ -62,6 +70,9 @@ def export(source: Source, out: Path, recipe: Recipe, spm_model: Path) -> None:
         tok.chat_template = template
     tok.save_pretrained(out)
     shutil.copy(spm_model, out / "tokenizer.model")  # the SentencePiece model itself, for non-HF users
+    # loadable by transformers 4.5x as well as 5.x (vLLM, lm-eval), context length as the tokenizer's limit
+    make_portable(out, model_max_length=int(source.model.config.max_position_embeddings))
+    make_config_portable(out)
     GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                      do_sample=True, temperature=0.8, top_p=0.95, max_new_tokens=256).save_pretrained(out)
 
@@ -143,19 +154,61 @@ def _evaluate(recipe: Recipe, ws: Workspace, model_dir: Path) -> tuple[dict | No
     return results, report
 
 
+OWNED = ".kamado-made.json"  # the folders this stage created inside its stage folder (the only ones it removes)
+
+
+class ReleaseFolderError(RuntimeError):
+    """A folder the release would have to replace or remove was not made by kamado: it is left alone."""
+
+
+def plain_name(name: str) -> str:
+    if not name or name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\\0\n"):
+        raise ReleaseFolderError(f"release.model_name: {name!r} must be a plain folder name (no '/', no leading '.')")
+    return name
+
+
+def _owned(folder: Path) -> set[str]:
+    path = folder / OWNED
+    return set(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else set()
+
+
+def _claim(folder: Path, name: str) -> Path:
+    """Record `name` as kamado's before creating it, so a kill right after creation still leaves it removable."""
+    write_json_durable(folder / OWNED, sorted(_owned(folder) | {name}))
+    return folder / name
+
+
+def _remove_owned(folder: Path, name: str) -> None:
+    """Remove folder/name if this stage made it; a folder it did not make is an error, never deleted."""
+    path = folder / name
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or path.resolve().parent != folder.resolve() or name not in _owned(folder):
+        raise ReleaseFolderError(f"release: {path} exists but was not created by kamado's release stage; "
+                                 f"move it away or choose another release.model_name")
+    shutil.rmtree(path)
+
+
 def run(recipe: Recipe, ws: Workspace) -> StageResult:
     cfg = recipe.release
+    name = plain_name(cfg.model_name)
     stage = source_stage(recipe)
     source = load_source(recipe, ws, stage)
     ref_path = ws.stage_dir(stage) / "reference_logits.pt"
-    reference = torch.load(ref_path, weights_only=False) if ref_path.is_file() else None
+    reference = torch.load(ref_path, map_location="cpu", weights_only=True) if ref_path.is_file() else None
     if reference is not None and source.checkpoint_tag != reference.get("checkpoint"):
         reference = None  # computed on the final weights; this release is of another checkpoint
 
     folder = ws.stage_dir("release")
-    final = folder / cfg.model_name
-    partial = folder / f".{cfg.model_name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    final, partial_name, old_name = folder / name, f".{name}.partial", f".{name}.old"
+    for leftover in (partial_name, old_name):  # what a killed run left behind
+        _remove_owned(folder, leftover)
+    if (final.exists() or final.is_symlink()) and name not in _owned(folder):
+        raise ReleaseFolderError(f"release: {final} exists but was not created by kamado's release stage; "
+                                 f"move it away or choose another release.model_name")
+    partial = _claim(folder, partial_name)
+    partial.mkdir()
     try:
         export(source, partial, recipe, ws.stage_dir("tokenizer") / "spm.model")
         verification = verify(partial, source, reference, recipe)
@@ -165,10 +218,14 @@ def run(recipe: Recipe, ws: Workspace) -> StageResult:
         if missing:
             raise RuntimeError(f"release: {partial} lacks {', '.join(missing)}")
         write_json_atomic(folder / "verification.json", verification)
-        shutil.rmtree(final, ignore_errors=True)
+        _claim(folder, old_name)
+        _claim(folder, name)
+        if final.exists():  # set the complete previous release aside first: one rename, never a delete
+            os.replace(final, folder / old_name)
         os.replace(partial, final)
+        _remove_owned(folder, old_name)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        _remove_owned(folder, partial_name)
         raise
     weights = [f for f in required_files(final) if f.endswith(".safetensors")]
     counts = {"model_dir": str(final), "source": source.description, "weight_files": len(weights),

@@ -32,7 +32,43 @@ def export_hf(sp_model: Path, out_dir: Path, chat_template: str | None = None) -
         out_dir.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(out_dir)
     shutil.copy(sp_model, out_dir / "tokenizer.model")
+    make_portable(out_dir)
     return out_dir
+
+
+# Keys transformers 5 writes that transformers 4.x does not understand (a list-valued `extra_special_tokens`
+# fails there) or that describe the saving process rather than the tokenizer.
+_NOT_PORTABLE = ("backend", "extra_special_tokens", "is_local", "local_files_only", "unk_id", "auto_map")
+
+
+def make_portable(out_dir: Path, model_max_length: int | None = None) -> dict:
+    """Rewrite tokenizer_config.json so transformers 4.5x and 5.x (and vLLM, lm-eval, which pin 4.x) load the
+    same tokenizer: the class is `PreTrainedTokenizerFast` (both versions load tokenizer.json as it is; 5.x's
+    `TokenizersBackend` is unknown to 4.x, and `LlamaTokenizerFast` would be rebuilt from the SentencePiece
+    model in 5.x, mis-converting a Unigram model); special tokens named one by one as strings; the chat template
+    inline (4.x before 4.43 reads only this key; chat_template.jinja stays for 5.x); no space clean-up on decode
+    (4.x's default would turn "a ." into "a.")."""
+    import json
+    import os
+
+    path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    for key in _NOT_PORTABLE:
+        cfg.pop(key, None)
+    cfg.update(tokenizer_class="PreTrainedTokenizerFast", clean_up_tokenization_spaces=False,
+               add_bos_token=True, add_eos_token=False)
+    if model_max_length is not None:
+        cfg["model_max_length"] = int(model_max_length)
+    template = out_dir / "chat_template.jinja"
+    if template.is_file() and "chat_template" not in cfg:
+        cfg["chat_template"] = template.read_text(encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(cfg, fh, ensure_ascii=False, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return cfg
 
 
 def load_hf(out_dir: Path):
