@@ -417,16 +417,19 @@ def _warc_errors() -> tuple:
     return (ArchiveLoadFailed, StatusAndHeadersParserException)
 
 
-def _read_warc_header(src: IO[bytes]) -> tuple[bytes, int, int | None, str | None]:
-    """(header block, blank bytes skipped before it, Content-Length, what is wrong): b"" at a clean end."""
+def _read_warc_header(src: IO[bytes]) -> tuple[bytes, int, int | None, str | None, BaseException | None]:
+    """(header block, blank bytes skipped before it, Content-Length, what is wrong, the error): b"" at a clean end."""
     skipped = 0
     lines: list[bytes] = []
     while True:
-        line = src.readline(1 << 16)
+        try:
+            line = src.readline(1 << 16)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            return b"".join(lines), skipped, None, "truncated" if _is_cut(exc) else "corrupt", exc
         if not line:
             if lines:
-                return b"".join(lines), skipped, None, "truncated"
-            return b"", skipped, None, None
+                return b"".join(lines), skipped, None, "truncated", None
+            return b"", skipped, None, None, None
         if not lines and not line.strip():
             skipped += len(line)  # blank lines between records
             continue
@@ -434,15 +437,15 @@ def _read_warc_header(src: IO[bytes]) -> tuple[bytes, int, int | None, str | Non
         if not line.strip():
             break
         if len(lines) > 1000:
-            return b"".join(lines), skipped, None, "corrupt"
+            return b"".join(lines), skipped, None, "corrupt", None
     head = b"".join(lines)
     if not head.startswith(b"WARC/"):
-        return head, skipped, None, "corrupt"
+        return head, skipped, None, "corrupt", None
     for line in lines[1:]:
         key, _, value = line.partition(b":")
         if key.strip().lower() == b"content-length" and value.strip().isdigit():
-            return head, skipped, int(value.strip()), None
-    return head, skipped, None, "corrupt"
+            return head, skipped, int(value.strip()), None, None
+    return head, skipped, None, "corrupt", None
 
 
 def iter_warc(path: str, source: str = "", html: str = "auto", max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
@@ -466,12 +469,7 @@ def iter_warc(path: str, source: str = "", html: str = "auto", max_record_bytes:
     n, offset = first, span[0] if span else 0
     with open_binary(path, span) as src:
         while True:
-            try:
-                head, skipped, length, wrong = _read_warc_header(src)
-                error = None
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                head, skipped, length, error = b"", 0, None, exc
-                wrong = "truncated" if _is_cut(exc) else "corrupt"
+            head, skipped, length, wrong, error = _read_warc_header(src)
             offset += skipped
             if not head and wrong is None:
                 return

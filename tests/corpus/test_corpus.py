@@ -71,3 +71,40 @@ def test_corpus_stage_counts_every_document(tmp_path):
     assert "<EMAIL>" in kept["pii"]["text"]
     dups = json.loads((tmp_path / "run/corpus/duplicates.json").read_text())
     assert {d["id"]: d["duplicate_of"] for d in dups} == {"dup-exact": "p0", "dup-width": "p1"}
+
+
+def _shard_independent(folder) -> dict:
+    """What must not depend on the number of shards: the report (less its shard count, rejects-file list and
+    phase timings), the kept documents, the duplicate list and the dropped samples."""
+    from tests.corpus.corpus_helpers import kept_docs
+
+    report = json.loads((folder / "report.json").read_text())
+    for key in ("num_shards", "rejects_files"):
+        report.pop(key)
+    report["dedup"].pop("phases")
+    return {"report": report, "kept": kept_docs(folder),
+            "duplicates": sorted(json.loads((folder / "duplicates.json").read_text()), key=lambda d: d["id"]),
+            "samples": json.loads((folder / "dropped_samples.json").read_text())}
+
+
+def test_report_for_n_shards_equals_report_for_one_shard(tmp_path, monkeypatch):
+    """Mixed inputs cut into tiny slices (every format's cut is used), near dedup on: 1, 4 and 17 shards give the
+    same report, documents and duplicates (meta.order and "first in input order wins" do not move)."""
+    import kamado.corpus.plan as plan
+    from tests.corpus.corpus_helpers import run_corpus
+    from tests.corpus.plan_helpers import write_mixed
+
+    monkeypatch.setattr(plan, "DEFAULT_MAX_SLICE_BYTES", 700)
+    monkeypatch.setattr(plan, "DEFAULT_MIN_SLICE_BYTES", 1)
+    sources = write_mixed(tmp_path / "in")
+    results = {}
+    for n in (1, 4, 17):
+        run_dir = tmp_path / f"n{n}"
+        run_dir.mkdir()
+        report = run_corpus(run_dir, sources, num_shards=n, extra="  dedup: {near: true}\n")
+        slices = json.loads((run_dir / "run/corpus/work/plan.json").read_text())["slices"]
+        assert (len(slices) > 12 or n == 1) and report["num_shards"] == n  # 12 inputs, cut when n > 1
+        results[n] = _shard_independent(run_dir / "run/corpus")
+    r = results[1]["report"]
+    assert r["docs_in"] > 150 and r["dedup"]["exact_removed"] > 5 and r["rejected"]["invalid_json"] >= 3
+    assert results[4] == results[1] and results[17] == results[1]

@@ -125,3 +125,96 @@ def test_strict_reader_still_raises(tmp_path):
     p.write_text('{"id": 1, "text": "よい"}\nnot json\n', encoding="utf-8")
     got = list(iter_jsonl(str(p)))
     assert isinstance(got[1][1], Rejected) and got[1][0].line == 2
+
+
+def _warc_layouts(tmp_path):
+    """The same 12 documents as a WARC written by warcio (gzip per record, and uncompressed), gzipped by us as one
+    stream, and as a mix: per-record members followed by one member holding several records."""
+    from tests.corpus.plan_helpers import docs, write_warc
+
+    rows = docs("w", 12)
+    write_warc(tmp_path / "per_record.warc.gz", rows, gz=True)
+    write_warc(tmp_path / "plain.warc", rows, gz=False)
+    plain = (tmp_path / "plain.warc").read_bytes()
+    (tmp_path / "one_stream.warc.gz").write_bytes(gzip.compress(plain))
+    starts = [i for i in range(len(plain)) if plain.startswith(b"WARC/1", i)]
+    half = starts[len(starts) // 2]
+    members = [gzip.compress(plain[a:b]) for a, b in zip(starts, starts[1:] + [len(plain)]) if a < half]
+    (tmp_path / "mixed.warc.gz").write_bytes(b"".join(members) + gzip.compress(plain[half:]))
+    return rows
+
+
+def test_every_gzip_layout_of_a_warc_reads_every_record(tmp_path):
+    rows = _warc_layouts(tmp_path)
+    for name in ("per_record.warc.gz", "plain.warc", "one_stream.warc.gz", "mixed.warc.gz"):
+        got = records(tmp_path / name)
+        assert [d["meta"]["url"] for _, d in got] == [f"https://example.jp/{r['id']}" for r in rows], name
+        assert [d["text"] for _, d in got] == [r["text"] for r in rows] and [loc.line for loc, _ in got] == list(range(1, 13))
+
+
+def test_truncated_warc_keeps_records_before_the_cut_and_names_the_offset(tmp_path):
+    _warc_layouts(tmp_path)
+    for name in ("plain.warc", "per_record.warc.gz", "one_stream.warc.gz"):
+        data = (tmp_path / name).read_bytes()
+        whole = gzip.decompress(data) if name.endswith(".gz") else data  # offsets are in the uncompressed stream
+        starts = [i for i in range(len(whole)) if whole.startswith(b"WARC/1", i)]
+        for fraction in (0.3, 0.55, 0.8, 0.97):
+            cut = tmp_path / f"cut-{name}"
+            cut.write_bytes(data[: int(len(data) * fraction)])
+            got = records(cut)
+            kept = [d for _, d in got if not isinstance(d, Rejected)]
+            rejected = [(loc, d) for loc, d in got if isinstance(d, Rejected)]
+            assert len(rejected) == 1 and rejected[0][1].reason == "truncated_file", (name, fraction, rejected)
+            loc, why = rejected[0]
+            assert loc.line == len(kept) + 1 and why.offset in starts and f"byte {why.offset:,}" in why.detail
+            assert len(kept) >= int(12 * fraction) - 3  # the records before the cut (a request may sit in between)
+
+
+def test_a_corrupt_warc_record_is_not_called_truncated(tmp_path):
+    _warc_layouts(tmp_path)
+    plain = (tmp_path / "plain.warc").read_bytes()
+    middle = plain.index(b"WARC/1", len(plain) // 2)
+    (tmp_path / "bad.warc").write_bytes(plain[:middle] + b"XARC" + plain[middle + 4:])
+    got = records(tmp_path / "bad.warc")
+    assert got[-1][1].reason == "corrupt_file" and got[-1][1].offset == middle
+    assert all(not isinstance(d, Rejected) for _, d in got[:-1]) and len(got) > 4
+
+
+def test_html_parser_failure_is_its_own_reject_reason(tmp_path):
+    from kamado.corpus.html import HtmlParseError
+
+    with pytest.raises(HtmlParseError, match="Document is empty"):
+        html_to_text("<!-- コメントだけ -->")  # nothing lxml can build a document from
+    (tmp_path / "a.jsonl").write_text(json.dumps({"id": "x", "text": "<!-- コメントだけ -->"}) + "\n"
+                                      + json.dumps({"id": "y", "text": "<html><body></body></html>"}) + "\n")
+    got = records(tmp_path / "a.jsonl", html="always")
+    assert [d.reason for _, d in got] == ["html_parse_error", "empty"] and "lxml" in got[0][1].detail
+
+
+def test_hf_folder_is_read_with_datasets_in_batches(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import kamado.corpus.readers as readers
+
+    texts = [f"{prose()[i % 6]}{i}" for i in range(700)]
+    datasets.Dataset.from_dict({"text": texts, "id": list(range(700))}).save_to_disk(str(tmp_path / "hf"),
+                                                                                     max_shard_size="40KB")
+    assert len(list((tmp_path / "hf").glob("*.arrow"))) > 1  # several Arrow files: rows still count from 1
+    batches = []
+    real = readers._iter_rows
+    monkeypatch.setattr(readers, "_iter_rows", lambda b, *a: real((batches.append(len(x)) or x for x in b), *a))
+    got = records(tmp_path / "hf")
+    assert [d["text"] for _, d in got] == texts and [loc.line for loc, _ in got] == list(range(1, 701))
+    assert max(batches) == readers.HF_BATCH_ROWS and sum(batches) == 700
+    part = list(iter_source_file(str(tmp_path / "hf"), "hf", "text", "id", "s", part=("rows", 300, 450, 300)))
+    assert [loc.line for loc, _ in part] == list(range(301, 451)) and part[0][1]["id"] == "300"
+
+
+def test_truncated_zst_is_reported_not_silently_shortened(tmp_path):
+    import zstandard
+
+    lines = "".join(json.dumps({"id": i, "text": prose()[i % 6]}, ensure_ascii=False) + "\n" for i in range(300))
+    whole = zstandard.ZstdCompressor().compress(lines.encode("utf-8"))
+    (tmp_path / "cut.jsonl.zst").write_bytes(whole[: len(whole) * 2 // 3])
+    got = records(tmp_path / "cut.jsonl.zst")
+    assert isinstance(got[-1][1], Rejected) and got[-1][1].reason == "truncated_file"
+    assert all(not isinstance(d, Rejected) for _, d in got[:-1])
