@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from kamado.recipe import RecipeError
 
@@ -94,7 +94,8 @@ def read_record(workdir: str | os.PathLike) -> dict:
     record = json.loads(path.read_text(encoding="utf-8"))
     record.setdefault("stages", {})
     if "chains" not in record:
-        record["chains"] = [{"chain": 1, "submitted_at": None, "stages": record["stages"], "replaces": []}] if record["stages"] else []
+        old = json.loads(json.dumps(record["stages"]))  # a copy: "stages" changes with the next chain, this must not
+        record["chains"] = [{"chain": 1, "submitted_at": None, "stages": old, "replaces": []}] if old else []
     return record
 
 
