@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_plan_args(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate a model: perplexity, JCommonsenseQA, JNLI, JSQuAD (+ contamination report)")
+    ev = sub.add_parser("eval", help="evaluate a model: perplexity, JCommonsenseQA, JNLI, JSQuAD, JMMLU, MGSM, JHumanEval, "
+                                     "NIILC, JSTS (+ contamination report)")
     ev.add_argument("recipe", help="recipe YAML file (its eval section; its workdir for the corpus and held-back text)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--workdir")
@@ -68,6 +69,9 @@ def _eval_plan_args(sub) -> None:
                     help="evaluate this task instead of eval.tasks (repeatable), e.g. jcommonsenseqa=valid.json")
     ev.add_argument("--shots", type=int, default=0, help="few-shot examples for --task tasks (default 0)")
     ev.add_argument("--limit", type=int, help="score only the first N items of each --task task")
+    ev.add_argument("--fewshot", action="append", default=[], metavar="NAME=PATH",
+                    help="take task NAME's shots from PATH (e.g. mgsm=mgsm-ja-fewshot.tsv with worked solutions)")
+    ev.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens generated per item")
     ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
     pl = sub.add_parser("plan", help="compute budget → Chinchilla-optimal parameters and tokens, closest preset")
     pl.add_argument("--gpus", type=int, required=True)
@@ -175,6 +179,13 @@ def _eval(args) -> int:
         for spec in args.task:
             name, _, path = spec.partition("=")
             cfg.tasks.append(EvalTaskConfig(name=name, path=os.path.abspath(path) if path else None, shots=args.shots, limit=args.limit))
+    fewshot = dict(spec.partition("=")[::2] for spec in args.fewshot)
+    for task in cfg.tasks:
+        if task.name in fewshot:
+            task.fewshot_path = os.path.abspath(fewshot[task.name])
+        if args.max_new_tokens:
+            task.max_new_tokens = args.max_new_tokens
+    if args.task:
         from kamado.recipe import _check_release_eval
 
         _check_release_eval(recipe, "--task")

@@ -346,7 +346,7 @@ class ReleaseConfig:
 
 @dataclass
 class EvalTaskConfig:
-    """One evaluation task. Names: perplexity, jcommonsenseqa, jnli, jsquad (see kamado/release/eval/)."""
+    """One evaluation task. Names: EVAL_TASKS (see kamado/release/eval/: formats.py for the file formats)."""
 
     name: str = MISSING
     path: Optional[str] = None  # JSON/JSONL file; perplexity: None = the tokenizer stage's held-back documents
@@ -354,7 +354,9 @@ class EvalTaskConfig:
     fewshot_path: Optional[str] = None  # where shot examples come from (None: the same file, never the item itself)
     limit: Optional[int] = None  # score the first `limit` items only
     template: Optional[str] = None  # str.format template of one item's prompt (None: the task's default)
-    max_new_tokens: int = 32  # generation tasks (jsquad)
+    max_new_tokens: int = 32  # generation tasks (jsquad, niilc, mgsm, jhumaneval)
+    timeout_s: float = 10.0  # jhumaneval: wall-clock limit per program in the sandbox
+    memory_mb: int = 1024  # jhumaneval: address-space limit per program
 
 
 @dataclass
@@ -603,7 +605,7 @@ def _check_finetune(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: key 'ppo.group_size': GRPO needs at least 2 samples per prompt")
 
 
-EVAL_TASKS = ("perplexity", "jcommonsenseqa", "jnli", "jsquad")
+EVAL_TASKS = ("perplexity", "jcommonsenseqa", "jnli", "jsquad", "jmmlu", "mgsm", "jhumaneval", "niilc", "jsts")
 
 
 def _check_release_eval(recipe: Recipe, where: str) -> None:
@@ -665,7 +667,7 @@ def check_eval_inputs(cfg: EvalConfig, where: str = "recipe") -> None:
     for i, task in enumerate(cfg.tasks):
         for key in ("path", "fewshot_path"):
             f = getattr(task, key)
-            if f and not os.path.isfile(f):
+            if f and not (os.path.isfile(f) or (task.name == "jmmlu" and os.path.isdir(f))):  # JMMLU: a folder of CSVs
                 raise RecipeError(f"{where}: key 'eval.tasks[{i}].{key}' ({task.name}): file not found: {f}")
 
 

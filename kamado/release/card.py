@@ -207,13 +207,10 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
 
     lines += ["## Evaluation / 評価", ""]
     if eval_results:
-        from kamado.release.eval import format_table
+        from kamado.release.eval import format_methods, format_table
 
-        templates = "; ".join(f"{t['task']} `{t['template']!r}`" for t in eval_results["tasks"] if t.get("template"))
-        lines += [format_table(eval_results), "",
-                  "Multiple choice by log-likelihood of each choice after the prompt (argmax of the summed log-probability); "
-                  "JSQuAD by greedy generation up to the first newline, exact match and character F1 (max over answers)."
-                  + (f" Prompt templates: {templates}." if templates else ""), ""]
+        methods = format_methods(eval_results)
+        lines += [format_table(eval_results), ""] + (["How each task was prompted and scored:", "", methods, ""] if methods else [])
         if contamination:
             from kamado.release.contamination import format_contamination
 

@@ -110,8 +110,8 @@ def test_bad_eval_files_name_file_line_and_field(tmp_path):
     squad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "x", "answers": [{"text": "c"}]}]}]}]}))
     with pytest.raises(EvalDataError, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\]: field 'question' missing"):
         read_items("jsquad", squad)
-    with pytest.raises(EvalDataError, match="unknown task 'jsts'"):
-        read_items("jsts", bad)
+    with pytest.raises(EvalDataError, match="unknown task 'jcola'"):
+        read_items("jcola", bad)
 
 
 def test_unknown_task_in_recipe_is_a_clear_error(tmp_path):
@@ -133,4 +133,4 @@ def test_kamado_eval_command(random_model_dir, tok_recipe, tmp_path, capsys):
     assert report["tasks"]["jcommonsenseqa"]["items"] == 5 and report["corpus_documents"] > 0
     assert "| jcommonsenseqa | 0 | 5 |" in capsys.readouterr().out
     assert main(["eval", str(ROOT / "recipes" / "tiny-cpu.yaml"), "--workdir", tok_recipe.workdir, "--model", str(random_model_dir),
-                 "--task", "jsts=x.json"]) == 2
+                 "--task", "jcola=x.json"]) == 2

@@ -1,5 +1,7 @@
-"""Evaluation of a released (or any HF) model: perplexity on held-back text, JCommonsenseQA and JNLI as
-multiple choice by log-likelihood, JSQuAD by greedy generation with exact match and character F1.
+"""Evaluation of a released (or any HF) model: perplexity on held-back text; JCommonsenseQA, JNLI and JMMLU as
+multiple choice by log-likelihood; JSQuAD and NIILC by greedy generation with exact match and character F1;
+MGSM by chain-of-thought generation and number extraction; JHumanEval by pass@1 in a sandbox; JSTS by
+correlation (tasks.py says how each is scored, formats.py how each is read).
 
 `evaluate` returns one JSON-able dict; `format_table` turns it into the Markdown table of the model card.
 Per-item predictions go to `<out_dir>/predictions/<task>-<k>shot.jsonl` so every number can be checked.
@@ -8,16 +10,15 @@ Per-item predictions go to `<out_dir>/predictions/<task>-<k>shot.jsonl` so every
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 
-from kamado.recipe import EvalConfig, EvalTaskConfig
-from kamado.release.eval.data import DEFAULT_TEMPLATES, EvalDataError, Item, read_items, read_texts, render
+from kamado.recipe import EvalConfig
+from kamado.release.eval.data import EvalDataError
 from kamado.release.eval.lm import LM
-from kamado.release.eval.metrics import char_f1, exact_match
+from kamado.release.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
 
 __all__ = ["evaluate", "format_table", "EvalDataError", "heldback_texts"]
 
@@ -42,66 +43,6 @@ def heldback_texts(tokens_dir: Path, tokenizer) -> list[str]:
     if not texts:
         raise EvalDataError(f"perplexity: the tokenizer stage held back no documents in {tokens_dir}")
     return texts
-
-
-def _shots(item: Item, pool: list[Item], k: int, seed: int) -> list[Item]:
-    if k == 0:
-        return []
-    candidates = [p for p in pool if p.id != item.id]  # never the item itself
-    if len(candidates) < k:
-        raise EvalDataError(f"{k}-shot needs {k} other items, the few-shot pool has {len(candidates)}")
-    return random.Random(f"{seed}:{item.id}").sample(candidates, k)
-
-
-def _gold(item: Item) -> str:
-    return item.choices[item.label] if item.choices else item.answers[0]
-
-
-def _prompt(item: Item, shots: list[Item], template: str, task: str) -> str:
-    parts = [render(template, s, task) + _gold(s) for s in shots]
-    return "\n\n".join(parts + [render(template, item, task)])
-
-
-def run_task(lm: LM, task: EvalTaskConfig, seed: int, texts: list[str] | None = None) -> tuple[dict, list[dict]]:
-    """Score one task; returns (summary, per-item records)."""
-    if task.name == "perplexity":
-        if texts is None:
-            texts = [t for _, t in read_texts(Path(task.path))]
-        texts = texts[: task.limit] if task.limit else texts
-        return {"task": "perplexity", "data": task.path or "tokenizer held-back documents", **lm.perplexity(texts)}, []
-    items = read_items(task.name, task.path)
-    scored = items[: task.limit] if task.limit else items
-    pool = read_items(task.name, task.fewshot_path) if task.fewshot_path else items
-    template = task.template or DEFAULT_TEMPLATES[task.name]
-    prompts = [_prompt(it, _shots(it, pool, task.shots, seed), template, task.name) for it in scored]
-    summary = {"task": task.name, "data": task.path, "shots": task.shots, "limit": task.limit, "items": len(scored),
-               "template": template}
-    records = []
-    if task.name in ("jcommonsenseqa", "jnli"):
-        requests = [(p, c) for p, it in zip(prompts, scored) for c in it.choices]
-        scores = iter(lm.loglikelihood(requests))
-        correct = correct_norm = 0
-        for it in scored:
-            s = [next(scores) for _ in it.choices]
-            lp = [x.logprob for x in s]
-            norm = [x.logprob / len(c) for x, c in zip(s, it.choices)]  # per character: long choices are not penalised
-            pred, pred_norm = int(np.argmax(lp)), int(np.argmax(norm))
-            correct += pred == it.label
-            correct_norm += pred_norm == it.label
-            records.append({"id": it.id, "label": it.label, "pred": pred, "pred_norm": pred_norm,
-                            "logprobs": [round(x, 4) for x in lp]})
-        summary.update(accuracy=correct / len(scored), accuracy_norm=correct_norm / len(scored),
-                       correct=correct, chance=1 / len(scored[0].choices))
-    else:  # jsquad
-        em = f1 = 0.0
-        for prompt, it in zip(prompts, scored):
-            pred = lm.generate(prompt, task.max_new_tokens).strip()
-            e, f = exact_match(pred, it.answers), char_f1(pred, it.answers)
-            em += e
-            f1 += f
-            records.append({"id": it.id, "prediction": pred, "answers": it.answers, "exact_match": e, "char_f1": round(f, 4)})
-        summary.update(exact_match=em / len(scored), char_f1=f1 / len(scored))
-    return summary, records
 
 
 def evaluate(cfg: EvalConfig, model_dir: str | Path, tokens_dir: Path | None = None, out_dir: Path | None = None,
@@ -141,6 +82,10 @@ def _headline(s: dict) -> str:
         return f"perplexity {s['perplexity']:.2f}, {s['bits_per_character']:.3f} bits/char on {s['tokens']:,} tokens"
     if "accuracy" in s:
         return f"accuracy {s['accuracy']:.4f} ({s['correct']}/{s['items']}), chance {s['chance']:.2f}"
+    if "pass_at_1" in s:
+        return f"pass@1 {s['pass_at_1']:.4f} ({s['passed']}/{s['items']})"
+    if "pearson" in s:
+        return f"Pearson {s['pearson']:.4f}, Spearman {s['spearman']:.4f} on {s['items']} pairs"
     return f"exact match {s['exact_match']:.4f}, char F1 {s['char_f1']:.4f} on {s['items']} questions"
 
 
@@ -153,7 +98,18 @@ def format_table(results: dict) -> str:
         elif "accuracy" in s:
             lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | accuracy (chance {s['chance']:.2f}) | "
                          f"{s['accuracy']:.4f} |")
+        elif "pass_at_1" in s:
+            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | pass@1 | {s['pass_at_1']:.4f} |")
+        elif "pearson" in s:
+            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | Pearson / Spearman | "
+                         f"{s['pearson']:.4f} / {s['spearman']:.4f} |")
         else:
             lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | exact match / char F1 | "
                          f"{s['exact_match']:.4f} / {s['char_f1']:.4f} |")
     return "\n".join(lines)
+
+
+def format_methods(results: dict) -> str:
+    """How each task was prompted and scored, and where its shots came from: a list for the model card."""
+    return "\n".join(f"- {s['task']}: {s['method']}. Prompt `{s['template']!r}`; few-shot: {s['fewshot_source']}."
+                     for s in results["tasks"] if s["task"] != "perplexity" and "method" in s)

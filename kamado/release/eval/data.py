@@ -26,6 +26,7 @@ class Item:
     choices: list[str] = field(default_factory=list)  # multiple choice: the continuations scored
     label: int | None = None  # index into choices
     answers: list[str] = field(default_factory=list)  # generation: every accepted answer
+    target: float | None = None  # regression (JSTS): the gold score
 
 
 # JNLI's labels as Japanese words the model scores as continuations.
@@ -36,6 +37,12 @@ DEFAULT_TEMPLATES = {
     "jnli": "前提：{sentence1}\n仮説：{sentence2}\n関係：",
     "jsquad": "文脈：{context}\n質問：{question}\n回答：",
 }
+
+
+def default_template(task: str) -> str:
+    from kamado.release.eval.formats import TEMPLATES
+
+    return {**DEFAULT_TEMPLATES, **TEMPLATES}[task]
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
@@ -111,15 +118,23 @@ def read_texts(path: Path, text_field: str = "text") -> list[tuple[str, str]]:
 
 
 READERS = {"jcommonsenseqa": read_jcommonsenseqa, "jnli": read_jnli, "jsquad": read_jsquad}
+FOLDER_TASKS = ("jmmlu",)  # tasks whose path may be a folder of files
+
+
+def readers() -> dict:
+    from kamado.release.eval.formats import READERS as MORE
+
+    return {**READERS, **MORE}
 
 
 def read_items(task: str, path: str | Path) -> list[Item]:
-    if task not in READERS:
-        raise EvalDataError(f"unknown task {task!r} (known: perplexity, {', '.join(READERS)})")
+    known = readers()
+    if task not in known:
+        raise EvalDataError(f"unknown task {task!r} (known: perplexity, {', '.join(known)})")
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or (task in FOLDER_TASKS and path.is_dir())):
         raise EvalDataError(f"{task}: file not found: {path}")
-    items = READERS[task](path)
+    items = known[task](path)
     if not items:
         raise EvalDataError(f"{path}: no items for task {task}")
     return items

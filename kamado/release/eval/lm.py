@@ -37,7 +37,8 @@ class LM:
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
 
     def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=True)["input_ids"]  # BOS first, as in training
+        # verbose=False: longer texts are expected here (perplexity windows them, prompts lose their start)
+        return self.tok(text, add_special_tokens=True, verbose=False)["input_ids"]  # BOS first, as in training
 
     def _split(self, context: str, continuation: str) -> tuple[list[int], int]:
         whole = self.encode(context + continuation)
@@ -74,14 +75,32 @@ class LM:
                 out[i] = Score(float(picked.sum()), n_cont, bool((lp.argmax(-1) == target).all()))
         return out  # type: ignore[return-value]
 
-    @torch.no_grad()
     def generate(self, context: str, max_new_tokens: int, stop: str = "\n") -> str:
-        ids = self.encode(context)[-(self.max_length - max_new_tokens):]
-        x = torch.tensor([ids], device=self.device)
-        y = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=self.pad_id, eos_token_id=self.tok.eos_token_id)
-        text = self.tok.decode(y[0, len(ids):], skip_special_tokens=True)
-        return text.split(stop)[0] if stop else text
+        return self.generate_batch([context], max_new_tokens, [stop] if stop else [])[0]
+
+    @torch.no_grad()
+    def generate_batch(self, contexts: list[str], max_new_tokens: int, stop: list[str] | tuple = ("\n",)) -> list[str]:
+        """Greedy continuations of several contexts per forward (left padding; the attention mask gives each row
+        its own positions), each cut at the first stop string. Same tokens as one context at a time, up to
+        floating-point ties."""
+        out: list[str] = [""] * len(contexts)
+        encoded = [self.encode(c)[-(self.max_length - max_new_tokens):] for c in contexts]
+        order = sorted(range(len(contexts)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]):] = 1
+            y = self.model.generate(ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=self.pad_id, eos_token_id=self.tok.eos_token_id)
+            for row, i in enumerate(batch):
+                text = self.tok.decode(y[row, width:], skip_special_tokens=True)
+                cuts = [text.index(s) for s in stop if s in text]
+                out[i] = text[: min(cuts)] if cuts else text
+        return out
 
     @torch.no_grad()
     def perplexity(self, texts: list[str]) -> dict:
