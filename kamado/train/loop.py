@@ -97,15 +97,18 @@ class TrainLoop:
 
     # ------------------------------------------------------------ helpers
     def _to_device(self, batch: dict) -> dict:
-        return {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        # non_blocking: the prefetching loader pins its batches on CUDA machines, so the copy overlaps compute
+        return {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
-    def _mean_across_ranks(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+    def _mean_across_ranks(self, values: list) -> list[float]:
+        """Floats or device scalars (read here once, in the one all-reduce of the step, not per micro-step)."""
+        t = torch.stack([torch.as_tensor(v, device=self.device).to(torch.float64).reshape(()) for v in values])
         dist.all_reduce(t)
         return (t / self.env.world_size).tolist()
 
-    def _all(self, flag: bool) -> bool:
-        t = torch.tensor([0.0 if flag else 1.0], device=self.device)
+    def _all(self, flag) -> bool:
+        """`flag` (a bool, or a device bool scalar, read only after the all-reduce) holds on every rank."""
+        t = (~torch.as_tensor(flag, device=self.device)).to(torch.float32).reshape(1)
         dist.all_reduce(t)
         return t.item() == 0
 
@@ -155,27 +158,28 @@ class TrainLoop:
         self.engine.train()
         t_last = time.time()
         while self.step < cfg.max_steps:
-            step_loss, extra, n_tokens, finite = 0.0, {}, 0, True
+            # the loss and token count stay on the device until the step's all-reduce (no host read per micro-step)
+            step_loss, extra, n_tokens, finite = torch.zeros((), dtype=torch.float64, device=self.device), {}, 0, True
             # DeepSpeed skips an update whose gradients are non-finite ("OVERFLOW! Skipping step") and counts it
             skipped_before = getattr(self.engine, "skipped_steps", 0)
             for micro in range(cfg.grad_accum):
                 idx = batch_indices(self.step, micro, cfg.grad_accum, env.rank, env.world_size, cfg.micro_batch_size)
                 batch = self._to_device(self.task.batch(idx))
                 loss, parts = self.task.loss(self.engine, batch)
-                micro_finite = self._all(bool(torch.isfinite(loss).item()))
+                micro_finite = self._all(torch.isfinite(loss.detach()))  # one host read: the all-reduced flag
                 finite = finite and micro_finite
                 self.engine.backward(loss if micro_finite else self._zero_loss())
                 self.engine.step()
-                step_loss += loss.item() / cfg.grad_accum
+                step_loss += loss.detach().to(torch.float64) / cfg.grad_accum
                 for k, v in parts.items():
                     extra[k] = extra.get(k, 0.0) + v / cfg.grad_accum
                 mask = batch.get("attention_mask")
-                n_tokens += int(mask.sum().item() if mask is not None else batch["input_ids"].numel())
+                n_tokens = n_tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
             self.step += 1
             finite = finite and getattr(self.engine, "skipped_steps", 0) == skipped_before
             self.skipped.record(finite)
             keys = sorted(extra)
-            reduced = self._mean_across_ranks([step_loss, float(n_tokens), *[extra[k] for k in keys]])
+            reduced = self._mean_across_ranks([step_loss, n_tokens, *[extra[k] for k in keys]])
             loss_all, extra = reduced[0], dict(zip(keys, reduced[2:]))
             step_tokens = int(round(reduced[1] * env.world_size))
             tokens_total += step_tokens
