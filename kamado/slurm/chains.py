@@ -75,7 +75,11 @@ def submit_lock(workdir: str | os.PathLike) -> Iterator[None]:
     lock = private_slurm_dir(workdir) / LOCK_FILE
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[kamado] another submission for {workdir} is under way; waiting for it to end ({lock})", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -158,7 +162,7 @@ def queued_jobs(ids: list[str]) -> dict[str, str]:
     An array counts by its array id (any of its tasks queued). Raises RuntimeError when squeue fails."""
     if not ids:
         return {}
-    out = _run(["squeue", "-h", "-o", "%A|%F|%T"])
+    out = _run(["squeue", "-h", "-u", str(os.getuid()), "-o", "%A|%F|%T"])  # the submitter's own jobs
     if out.returncode:
         raise RuntimeError(f"squeue failed: {out.stderr.strip() or out.stdout.strip()}")
     wanted, found = set(ids), {}

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,127}\Z")  # partition, account, qos
 OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")  # an sbatch long option (submitit turns "_" into "-")
+# options kamado sets itself and relies on: the array size, the afterok chain, the log files `kamado slurm status`
+# points to, and the script itself
+RESERVED_OPTIONS = {"array": "kamado sizes the job arrays (slurm.max_array_tasks, slurm.array_parallelism)",
+                    "dependency": "kamado chains the jobs with afterok", "output": "kamado puts the logs in <workdir>/slurm/<stage>",
+                    "error": "kamado puts the logs in <workdir>/slurm/<stage>", "wrap": "kamado writes the script"}
 
 
 def _control_chars(text: str, allow_tab: bool = False) -> list[str]:
@@ -75,6 +80,9 @@ def parse_extra_sbatch(lines: list[str], where: str = "") -> dict[str, str | boo
                               f"e.g. --{name}={shlex.quote(whole)}")
         if not OPTION_NAME.match(name):
             raise RecipeError(f"{where}key '{key_name}': {line!r}: {name!r} is not an sbatch option name")
+        if name.replace("_", "-") in RESERVED_OPTIONS:
+            raise RecipeError(f"{where}key '{key_name}': {line!r}: --{name} cannot be set here: "
+                              f"{RESERVED_OPTIONS[name.replace('_', '-')]}")
         out[name] = value if sep else True
     return out
 

@@ -69,6 +69,10 @@ def test_second_submission_is_refused_while_the_first_chain_is_queued(slurm_clus
         assert f"[kamado] logs: {workdir / 'slurm'}; follow with" in run.stdout
         third = [j["id"] for j in chains(workdir)[2]["stages"]["corpus"]]
         assert set(queued()) == set(third) and len(third) == 2
+        run = subprocess.run(["bash", str(submit_sh), "--force-submit"], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=60)
+        assert run.returncode == 0 and "bash submit.sh --force-submit" in run.stderr, run.stderr  # the warning
+        assert chains(workdir)[3]["replaces"] == third and len(queued()) == 4
     finally:
         subprocess.run(["scancel", *queued()], capture_output=True)
         wait_until_idle(time.monotonic() + 30)

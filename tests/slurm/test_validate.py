@@ -59,6 +59,8 @@ def test_extra_sbatch_is_split_like_a_shell():
         parse_extra_sbatch(["-N 2"])
     with pytest.raises(RecipeError, match=r"extra_sbatch\[0\]'.*not an sbatch option name"):
         parse_extra_sbatch(["--$(id)=1"])
+    with pytest.raises(RecipeError, match=r"extra_sbatch\[1\]'.*--dependency cannot be set here: kamado chains"):
+        parse_extra_sbatch(["--hold", "--dependency=afterany:1"])
 
 
 def test_rendered_script_quotes_values_and_keeps_every_directive(tmp_path):
