@@ -155,16 +155,20 @@ def score(roots: dict[str, str], pairs: list[dict]) -> dict:
             "missed": [(p["doc_a"], p["doc_b"], p["char5_jaccard_plain"]) for p in missed]}
 
 
+def neardup_set(data: Path) -> tuple[Path, list[dict]]:
+    """The shared near-duplicate documents file and its gold pairs (exits with a message when absent)."""
+    docs_path = data / "aozora_variants_docs_part1.jsonl.gz"
+    if not docs_path.is_file():
+        sys.exit(f"{docs_path}: not found (the shared neardup data set is needed)")
+    return docs_path, [json.loads(line) for line in open(data / "aozora_variants_pairs_part1.jsonl", encoding="utf-8")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "neardup"))
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
-    data = Path(args.data)
-    docs_path = data / "aozora_variants_docs_part1.jsonl.gz"
-    if not docs_path.is_file():
-        sys.exit(f"{docs_path}: not found (the shared neardup data set is needed)")
-    pairs = [json.loads(line) for line in open(data / "aozora_variants_pairs_part1.jsonl", encoding="utf-8")]
+    docs_path, pairs = neardup_set(Path(args.data))
     docs = [json.loads(line) for line in gzip.open(docs_path, "rt", encoding="utf-8")]
     print(f"{len(docs)} documents, {len(pairs)} pairs; settings {SETTINGS}")
 

@@ -92,6 +92,45 @@ def test_every_removed_document_names_the_kept_one_at_the_end_of_its_chain():
     assert not set(r.kept.tolist()) & set(r.gid.tolist())  # never a removed document
 
 
+def test_components_match_a_plain_union_find():
+    """The numpy hooking/pointer-jumping components against a Python union-find, on random graphs (chains,
+    stars, isolated nodes, repeated and self edges), labels numbered by each component's smallest node."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        k = int(rng.integers(1, 200))
+        edges = rng.integers(0, k, (int(rng.integers(0, 300)), 2))
+        parent = list(range(k))
+
+        def find(x):
+            while parent[x] != x:
+                x = parent[x]
+            return x
+
+        for a, b in edges.tolist():
+            ra, rb = find(a), find(b)
+            parent[max(ra, rb)] = min(ra, rb)
+        roots = [find(x) for x in range(k)]
+        expected = np.unique(roots, return_inverse=True)[1]
+        assert np.array_equal(cl.components(k, edges), expected)
+    chain = np.stack([np.arange(9999), np.arange(1, 10000)], axis=1)[rng.permutation(9999)]
+    assert (cl.components(10000, chain) == 0).all()
+
+
+def test_minhash_signatures_do_not_depend_on_packing():
+    """Short documents packed into one block, long ones in chunks: each row equals the document alone."""
+    hasher = MinHasher(64, seed=3)
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 2**63, int(n), dtype=np.uint64) for n in (0, 1, 7, 900, 3000, 20000, 5, 2047)]
+    packed = hasher.signatures(docs)
+    for doc, row in zip(docs, packed):
+        alone = hasher.signature(doc) if len(doc) else np.full(64, np.iinfo(np.uint32).max, np.uint32)
+        assert np.array_equal(row, alone)
+        if len(doc):  # the definition: min over shingles of a·x + b mod 2^32, x the top 32 bits of the hash
+            x = (doc >> np.uint64(32)).astype(np.uint64)
+            ref = ((x[:, None] * hasher.a.astype(np.uint64) + hasher.b.astype(np.uint64)) % (1 << 32)).min(axis=0)
+            assert np.array_equal(row, ref.astype(np.uint32))
+
+
 def test_containment_probes_and_exact_shared_counts():
     rng = np.random.default_rng(0)
     sample = np.unique(rng.integers(0, 2**63, 100, dtype=np.uint64))

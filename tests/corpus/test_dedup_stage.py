@@ -194,3 +194,60 @@ def test_dedup_settings_are_checked_when_the_recipe_loads(tmp_path):
 
     with pytest.raises(RecipeError, match=r"corpus.dedup.bands': bands x rows \(30 x 10\) exceeds num_perm \(200\)"):
         corpus_recipe(tmp_path, [[{"id": "a", "text": "猫"}]], "corpus.dedup.bands=30")
+
+
+def _outputs(recipe) -> tuple[list, list, dict]:
+    folder = Workspace(recipe).stage_dir("corpus")
+    data = [gzip.decompress(p.read_bytes()) for p in sorted((folder / "data").glob("shard-*.jsonl.gz"))]
+    report = json.loads((folder / "report.json").read_text())
+    for phase in report["dedup"].pop("phases").values():
+        assert phase["skipped_done"] == 0
+    return data, json.loads((folder / "duplicates.json").read_text()), report
+
+
+def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(tmp_path, monkeypatch):
+    """Below SMALL_INPUT_BYTES the dedup phases run in the stage's process even with workers=2 (no pool: the
+    pool class raises), apply reusing the lines signatures read; forced through the pool, every output is equal."""
+    from kamado.corpus.dedup import phases
+
+    a, b, story, x = (random_text(s, n) for s, n in ((70, 2000), (71, 1800), (72, 1500), (73, 900)))
+    near_a = a[:700] + "ア" + a[701:]
+    docs = [{"id": "a", "text": a}, {"id": "b", "text": b}, {"id": "a-copy", "text": a},
+            {"id": "coll", "text": x + story}, {"id": "a-near", "text": near_a}, {"id": "story", "text": story}]
+    results = []
+    for mode in ("in-process", "pool"):
+        with monkeypatch.context() as m:
+            if mode == "in-process":
+                m.setattr(phases, "ProcessPoolExecutor", None)  # calling it would raise TypeError
+            else:
+                m.setattr(phases, "SMALL_INPUT_BYTES", 0)
+            recipe = corpus_recipe(tmp_path / mode, [[d] for d in docs], "corpus.dedup.near=true", "corpus.workers=2",
+                                   num_shards=3)
+            _run(recipe)
+            results.append(_outputs(recipe))
+            assert not phases._KEPT_LINES  # nothing held after the stage
+    for _, _, report in results:
+        report.pop("sources")  # the source paths: two folders
+    assert results[0] == results[1]
+    assert {d["id"]: d["kind"] for d in results[0][1]} == {"a-copy": "exact", "a-near": "near", "story": "contained"}
+
+
+def test_apply_refuses_a_filter_shard_that_changed_after_signatures(tmp_path):
+    """apply copies kept lines as they are: a line whose CRC differs from what signatures saw, or a missing line,
+    stops it with an error naming the file and line."""
+    recipe, ws = _filtered(tmp_path)
+    for name in ("signatures", "buckets", "verify", "clusters"):
+        n = num_tasks_for(name, recipe, ws)
+        for task in range(n):
+            run_phase(name, recipe, ws, task, n)
+    path = dedup_dir(ws).parent / "filtered-00000.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)
+    changed = lines[:1] + [lines[1].replace(b'"text": "', b'"text": "X')] + lines[2:]
+    path.write_bytes(gzip.compress(b"".join(changed)))
+    with pytest.raises(CorruptInput, match=r"filtered-00000.jsonl.gz:2: document 'd\d' is not what the signatures phase saw"):
+        run_phase("apply", recipe, ws, 0, 1)
+    path.write_bytes(gzip.compress(b"".join(lines[:-1])))
+    with pytest.raises(CorruptInput, match=rf"filtered-00000.jsonl.gz:{len(lines)}: the end of the file is not what"):
+        run_phase("apply", recipe, ws, 0, 1)
+    path.write_bytes(gzip.compress(b"".join(lines)))
+    assert run_phase("apply", recipe, ws, 0, 1)["skipped_done"] == 0

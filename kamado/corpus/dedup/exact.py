@@ -16,12 +16,15 @@ import numpy as np
 _RUBY = re.compile(r"《[^《》\n]{0,40}》")  # a reading, with its brackets (short, never across a line)
 _RUBY_START = re.compile(r"[｜|](?=[^《》|｜\n]{1,40}《)")  # ｜ (full or half width, NFKC turns ｜ into |) before a ruby base
 _ANNOTATION = re.compile(r"［＃[^［］\n]{0,200}］")  # Aozora input notes (gaiji, emphasis): markup, not text
-_SPACE = re.compile(r"\s+")
 
 
 def fingerprint_text(text: str) -> str:
-    text = _RUBY_START.sub("", _RUBY.sub("《》", text))  # keep a mark so the ｜ rule still sees the ruby
-    return _SPACE.sub("", _ANNOTATION.sub("", text.replace("《》", "")))
+    # Each pass only where its markup can be (a substring test is ~50x cheaper than a regex pass over 60 KB).
+    if "《" in text:
+        text = _RUBY_START.sub("", _RUBY.sub("《》", text)).replace("《》", "")  # the mark lets the ｜ rule see the ruby
+    if "［＃" in text:
+        text = _ANNOTATION.sub("", text)
+    return "".join(text.split())  # str.split() splits on exactly what \s matches (str.isspace), 3x faster than re.sub
 
 
 def exact_key(fingerprint: str) -> tuple[int, int]:

@@ -102,19 +102,41 @@ def _sig(ws: Workspace, shard: int) -> Outputs:
     return Outputs(dedup_dir(ws) / "sig", f"{shard:05d}", "signatures")
 
 
-def _filtered_lines(ws: Workspace, shard: int) -> Iterator[bytes]:
-    """The filter shard's lines as bytes (each with its newline): apply copies kept lines as they are."""
+# Total compressed size of the filter shards below which run_local runs every phase in this process, whatever
+# `workers` says: for a small corpus a pool's start and the second decompression of each shard (apply reads what
+# signatures read) cost more than they save; the lines signatures read are kept for apply (~3x this in memory).
+SMALL_INPUT_BYTES = 32 << 20
+_KEPT_LINES: dict[tuple, list[bytes]] = {}  # (path, inode, mtime, size) -> lines, only while run_local is in-process
+_keep_lines = False
+
+
+def _filtered_lines(ws: Workspace, shard: int, keep: bool = False) -> Iterator[bytes]:
+    """The filter shard's lines as bytes (each with its newline): apply copies kept lines as they are. In an
+    in-process run of a small corpus (run_local), the lines signatures read (`keep`) are handed to apply."""
     path = filtered_path(ws, shard)
     done = path.with_name(f"filtered-{shard:05d}.done.json")
     if not done.is_file():
         raise CorruptInput(f"{done}: missing: corpus shard {shard} was not filtered; run the corpus stage again")
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key in _KEPT_LINES:
+        yield from _KEPT_LINES.pop(key)
+        return
+    if not (keep and _keep_lines):
+        with gzip.open(path, "rb") as fh:
+            yield from fh
+        return
+    lines = []
     with gzip.open(path, "rb") as fh:
-        yield from fh
+        for line in fh:
+            lines.append(line)
+            yield line
+    _KEPT_LINES[key] = lines
 
 
-def _read_filtered(ws: Workspace, shard: int) -> Iterator[tuple[bytes, dict]]:
+def _read_filtered(ws: Workspace, shard: int, keep: bool = False) -> Iterator[tuple[bytes, dict]]:
     """(line, document) for each line of the filter shard."""
-    for line_no, line in enumerate(_filtered_lines(ws, shard), 1):
+    for line_no, line in enumerate(_filtered_lines(ws, shard, keep), 1):
         try:
             yield line, json.loads(line)
         except json.JSONDecodeError as exc:
@@ -229,7 +251,7 @@ def _signatures(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
             batch.clear()
         pending = 0
 
-    for row, (line, doc) in enumerate(_read_filtered(ws, shard)):
+    for row, (line, doc) in enumerate(_read_filtered(ws, shard, keep=True)):
         ids.append(str(doc["id"]))
         line_crc.append(zlib.crc32(line))  # apply copies the line as it is: the CRC tells it is the same line
         chars.append(len(doc["text"]))
@@ -625,16 +647,21 @@ def _pool_task(args: tuple) -> dict:
 
 
 def run_local(recipe: Recipe, ws: Workspace, workers: int, log: Callable[[str], None] | None = None) -> dict:
-    """Every phase in order, each as one task per item in a pool of `workers` processes; per-phase timings."""
+    """Every phase in order, each as one task per item in a pool of `workers` processes; per-phase timings.
+    A small corpus (filter shards under SMALL_INPUT_BYTES) runs in this process: the same tasks, the same files,
+    no pool, and each shard decompressed once (tests/corpus/test_dedup_stage.py checks the results are equal)."""
+    global _keep_lines
     timings = {}
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    small = _filtered_bytes(recipe, ws) < SMALL_INPUT_BYTES
+    pool = ProcessPoolExecutor(workers) if workers > 1 and not small else None
+    _keep_lines = pool is None
     try:
         for name in PHASES:
             start = time.time()
             n = num_tasks_for(name, recipe, ws)
             tasks = [(name, recipe, t, n) for t in range(n)]
             if pool is None or n == 1:
-                results = [_pool_task(t) for t in tasks]
+                results = [run_phase(name, recipe, ws, t, n) for _, _, t, n in tasks]
             else:
                 results = list(pool.map(_pool_task, tasks))
             timings[name] = {"tasks": n, "seconds": round(time.time() - start, 3),
@@ -642,6 +669,12 @@ def run_local(recipe: Recipe, ws: Workspace, workers: int, log: Callable[[str], 
             if log:
                 log(f"[kamado] corpus dedup {name}: {n} task(s) in {timings[name]['seconds']:.1f}s")
     finally:
+        _keep_lines = False
+        _KEPT_LINES.clear()
         if pool is not None:
             pool.shutdown()
     return timings
+
+
+def _filtered_bytes(recipe: Recipe, ws: Workspace) -> int:
+    return sum(p.stat().st_size for s in range(recipe.corpus.num_shards) if (p := filtered_path(ws, s)).is_file())
