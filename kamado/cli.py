@@ -28,6 +28,10 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", help="run folder (default: the recipe's workdir)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where stages run (default: local)")
     p.add_argument("--dry-run", action="store_true", help="with --executor slurm: write and print the sbatch scripts and a submit.sh that submits them, instead of submitting")
+    p.add_argument("--fresh", action="append", default=[], choices=STAGES, metavar="STAGE",
+                   help="start this stage from nothing: its folder (checkpoints included) is moved aside to "
+                        "<stage>.superseded-<time>/ first (repeatable). Without it a changed config moves the folder "
+                        "aside too, while a raised max_steps resumes from the newest checkpoint")
     p.add_argument("--force-submit", action="store_true", help="with --executor slurm: submit even while jobs of an earlier submission for the same workdir are queued (jobs.json keeps both chains)")
 
 
@@ -50,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("recipe")
     show.add_argument("--set", dest="overrides", action="append", default=[])
     show.add_argument("--workdir")
+    clean = sub.add_parser("clean", help="delete the stage folders moved aside (<stage>.superseded-<time>/) in a recipe's workdir")
+    clean.add_argument("recipe")
+    clean.add_argument("--set", dest="overrides", action="append", default=[])
+    clean.add_argument("--workdir")
+    clean.add_argument("--yes", action="store_true", help="delete them (without it: only list them)")
     slurm = sub.add_parser("slurm", help="Slurm helpers: status / cancel of a recipe's jobs")
     slurm.add_argument("action", choices=("status", "cancel"))
     slurm.add_argument("recipe")
@@ -88,7 +97,10 @@ def _load(args) -> object:
     if getattr(args, "workdir", None):
         import os
 
+        from kamado.recipe import check_workdir
+
         recipe.workdir = os.path.abspath(args.workdir)
+        check_workdir(recipe, "--workdir")
     return recipe
 
 
@@ -102,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "show":
             return _show(_load(args))
+        if args.command == "clean":
+            return _clean(_load(args), args.yes)
         if args.command == "plan":
             return _plan(args)
         if args.command == "eval":
@@ -125,9 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         check_inputs(recipe, stages, args.recipe)
         if args.executor == "slurm":
             from kamado.slurm.executor import submit
+            from kamado.stage import Workspace, start_fresh
 
+            Workspace(recipe).preflight(stages, args.fresh)
+            if not args.dry_run:
+                start_fresh(recipe, args.fresh)
             return submit(recipe, stages, dry_run=args.dry_run, force=args.force_submit)
-        run_stages(recipe, stages)
+        run_stages(recipe, stages, fresh=args.fresh)
         if "release" in stages:
             _print_release(recipe)
         return 0
@@ -146,8 +164,59 @@ def _show(recipe) -> int:
     print(to_yaml(recipe))
     ws = Workspace(recipe)
     for stage in recipe.stages:
-        state = "done" if ws.is_done(stage) else ("started" if ws.stage_dir(stage).exists() else "pending")
-        print(f"{stage:<10} {state}")
+        print(f"{stage:<10} {_state(ws, stage)}")
+    aside = ws.superseded()
+    if aside:
+        print("\nsuperseded folders (kept when a changed config redid the stage; `kamado clean` deletes them):")
+        for path, info in aside:
+            print(f"  {path.name:<40} {_size(path):>10}  {'; '.join(info.get('changes', []))}")
+    return 0
+
+
+def _state(ws, stage: str) -> str:
+    from kamado.stage import is_marked
+
+    folder = ws.stage_dir(stage)
+    if not folder.exists():
+        return "pending"
+    if not is_marked(folder):
+        return "blocked: a folder kamado did not create has this stage's name"
+    if ws.is_done(stage):
+        return "done"
+    done = ws.read_done(stage)
+    trained = ws.trained_steps(stage)
+    if trained is not None and done.get("fingerprint") == ws.fingerprint(stage):
+        want = ws.recipe.stage_config(stage).max_steps
+        if trained < want:
+            return f"extend: trained {trained} of {want} steps (resumes from its newest checkpoint)"
+        return f"refused: trained {trained} steps, max_steps is {want}"
+    return "changed: will be redone (the folder is moved aside)" if done else "started"
+
+
+def _size(path) -> str:
+    total = float(sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()))
+    for unit in ("B", "KiB", "MiB"):
+        if total < 1024:
+            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
+        total /= 1024
+    return f"{total:.1f} GiB"
+
+
+def _clean(recipe, yes: bool) -> int:
+    """Delete superseded stage folders: only those kamado moved aside (SUPERSEDED.json inside)."""
+    import shutil
+
+    from kamado.stage import Workspace
+
+    aside = Workspace(recipe).superseded()
+    if not aside:
+        print(f"[kamado] no superseded folders in {recipe.workdir}")
+    for path, _info in aside:
+        print(f"[kamado] {'deleting' if yes else 'would delete'} {path} ({_size(path)})")
+        if yes:
+            shutil.rmtree(path)
+    if aside and not yes:
+        print("[kamado] run again with --yes to delete them")
     return 0
 
 

@@ -30,6 +30,28 @@ class RecipeError(ValueError):
     """A recipe that cannot run: the message names the file and the key."""
 
 
+# ---------------------------------------------------------------- result keys and operational keys
+# A stage's fingerprint covers the keys that change its result. Keys marked `operational` (logging, checkpoint
+# and eval cadence, how many checkpoints are kept, worker processes, samples kept for inspection) never
+# invalidate a finished stage nor move its folder aside. `extendable` keys (a training stage's max_steps) are
+# kept out of the fingerprint too: raising one resumes the stage from its newest checkpoint (kamado/stage.py).
+def operational(default: Any) -> Any:
+    return field(default=default, metadata={"operational": True})
+
+
+def extendable(default: Any) -> Any:
+    return field(default=default, metadata={"extendable": True})
+
+
+def marked_keys(cls: type, mark: str) -> set[str]:
+    """Names of `cls`'s fields marked `mark` here or in any dataclass it derives from (a subclass that only
+    changes a default, like SFTConfig.max_steps, keeps its base's mark)."""
+    import dataclasses
+
+    return {f.name for base in cls.__mro__ if dataclasses.is_dataclass(base)
+            for f in dataclasses.fields(base) if f.metadata.get(mark)}
+
+
 # ---------------------------------------------------------------- corpus
 @dataclass
 class CorpusSource:
@@ -118,12 +140,12 @@ class CorpusConfig:
     neologdn: bool = False  # neologdn normalization (long-vowel marks, tilde/hyphen variants, spacing)
     rules: QualityRules = field(default_factory=QualityRules)
     max_record_bytes: int = 10_000_000  # larger records are rejected (rejected:too_large), not read
-    dropped_samples: int = 3  # documents kept per drop reason (per shard) for inspection
+    dropped_samples: int = operational(3)  # documents kept per drop reason (per shard) for inspection
     mask_pii: bool = True
     exact_dedup: bool = True  # drop documents whose fingerprint text equals an earlier one's
     dedup: DedupConfig = field(default_factory=DedupConfig)
     num_shards: int = 2
-    workers: int = 2
+    workers: int = operational(2)
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -161,7 +183,7 @@ class TokenizerConfig:
     # (2.149 vs 2.082), 96k → 48k +2.7%, 64k → 48k +1.8%; 128k trained in 93 s against 215 s for 48k (SentencePiece stops pruning earlier). 0: off.
     prune_from_vocab_size: int = 0
     prune_rescoring: str = "renormalize"  # renormalize | viterbi | none: kept pieces' scores after pruning
-    encode_workers: int = 2  # processes encoding corpus shards into token shards
+    encode_workers: int = operational(2)  # processes encoding corpus shards into token shards
 
 
 # ---------------------------------------------------------------- training
@@ -198,15 +220,15 @@ class TrainConfig:
     seq_len: int = 128
     micro_batch_size: int = 4
     grad_accum: int = 1
-    max_steps: int = 100
+    max_steps: int = extendable(100)
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    checkpoint_every: int = operational(50)  # >= 1; a value >= max_steps saves only at the end
+    keep_checkpoints: int = operational(2)  # >= 1: the newest complete checkpoint is what a resume needs
+    log_every: int = operational(10)
     seed: int = 1234
     schedule: str = "cosine"  # cosine: warmup then cosine | wsd: warmup, stable, then linear decay
     decay_fraction: float = 0.1  # wsd: the last fraction of steps that decays to min_lr_ratio
@@ -216,10 +238,10 @@ class TrainConfig:
     activation_checkpointing: bool = False
     offload_optimizer: bool = False  # ZeRO-Offload: optimizer states in CPU memory (stage >= 1)
     offload_params: bool = False  # ZeRO-Infinity style parameter offload to CPU (stage 3 only)
-    eval_every: int = 0  # validation loss every K steps (0: only at the end)
-    eval_batches: int = 8
+    eval_every: int = operational(0)  # validation loss every K steps (0: only at the end)
+    eval_batches: int = operational(8)
     max_nonfinite_in_a_row: int = 5  # non-finite losses skip the update; this many in a row stop the run
-    spike_sigma: float = 4.0  # a loss this many standard deviations above the recent mean is logged as a spike
+    spike_sigma: float = operational(4.0)  # a loss this many standard deviations above the recent mean is logged as a spike
     # Raw DeepSpeed keys merged into the generated config (e.g. {"zero_optimization": {"overlap_comm": true}});
     # a key the recipe already sets to another value is an error, so the recipe stays the one source of truth.
     deepspeed_extra: dict[str, Any] = field(default_factory=dict)
@@ -252,7 +274,7 @@ class SFTConfig(TrainConfig):
     # JSONL files: instruction/input/output records, or `messages` lists (system?, user, assistant, ...)
     data: list[str] = field(default_factory=list)
     lr: float = 1e-3
-    max_steps: int = 40
+    max_steps: int = extendable(40)
     warmup_steps: int = 4
     seq_len: int = 256
     validation_fraction: float = 0.1
@@ -267,7 +289,7 @@ class RewardConfig(TrainConfig):
     data: list[str] = field(default_factory=list)  # JSONL files: prompt/chosen/rejected records
     validation_fraction: float = 0.2  # pairs held back for the accuracy in reward/accuracy.json
     lr: float = 1e-3
-    max_steps: int = 40
+    max_steps: int = extendable(40)
     warmup_steps: int = 4
     seq_len: int = 256
     micro_batch_size: int = 4
@@ -283,7 +305,7 @@ class DPOConfig(TrainConfig):
     # live: a frozen copy of the starting model runs beside the policy each step (a ZeRO-3 inference engine under ZeRO-3)
     reference: str = "precomputed"
     lr: float = 5e-4
-    max_steps: int = 20
+    max_steps: int = extendable(20)
     warmup_steps: int = 2
     seq_len: int = 256
     micro_batch_size: int = 2
@@ -319,7 +341,7 @@ class PPOConfig(TrainConfig):
     whiten_rewards: bool = True  # scores normalised over the rollout batch (all ranks) before GAE
     value_lr: Optional[float] = None  # None: lr
     lr: float = 2e-4
-    max_steps: int = 30
+    max_steps: int = extendable(30)
     warmup_steps: int = 0
     seq_len: int = 256
     micro_batch_size: int = 8
@@ -555,9 +577,19 @@ def _check_values(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}: key '{stage}.offload_params': parameter offload needs zero_stage 3, not {cfg.zero_stage}")
         if cfg.offload_optimizer and cfg.zero_stage == 0:
             raise RecipeError(f"{where}: key '{stage}.offload_optimizer': optimizer offload needs zero_stage 1, 2 or 3")
-        for key in ("max_steps", "micro_batch_size", "seq_len", "nproc_per_node", "nodes", "grad_accum"):
+        for key in ("max_steps", "micro_batch_size", "seq_len", "nproc_per_node", "nodes", "grad_accum", "log_every",
+                    "eval_batches"):
             if getattr(cfg, key) < 1:
                 raise RecipeError(f"{where}: key '{stage}.{key}': must be at least 1")
+        if cfg.checkpoint_every < 1:
+            raise RecipeError(f"{where}: key '{stage}.checkpoint_every': must be at least 1, not {cfg.checkpoint_every} "
+                              f"(to save only at the end, set it to max_steps or more)")
+        if cfg.keep_checkpoints < 1:  # 0 would keep nothing to resume from (it used to keep everything)
+            raise RecipeError(f"{where}: key '{stage}.keep_checkpoints': must be at least 1, not {cfg.keep_checkpoints} "
+                              f"(the newest complete checkpoint is what a resume or a raised max_steps continues from)")
+        for key in ("eval_every", "warmup_steps"):
+            if getattr(cfg, key) < 0:
+                raise RecipeError(f"{where}: key '{stage}.{key}': must be 0 or more, not {getattr(cfg, key)}")
     if recipe.corpus.num_shards < 1:
         raise RecipeError(f"{where}: key 'corpus.num_shards': must be at least 1")
     dd = recipe.corpus.dedup
@@ -579,6 +611,7 @@ def _check_values(recipe: Recipe, where: str) -> None:
             raise RecipeError(f"{where}: key 'corpus.sources[{i}].rules': {_describe(exc)}") from exc
     _check_release_eval(recipe, where)
     _check_finetune(recipe, where)
+    check_workdir(recipe, where)
 
 
 def _check_finetune(recipe: Recipe, where: str) -> None:
@@ -605,11 +638,73 @@ def _check_finetune(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: key 'ppo.group_size': GRPO needs at least 2 samples per prompt")
 
 
+def check_workdir(recipe: Recipe, where: str = "recipe") -> None:
+    """Refuse a workdir that overlaps an input before any work: stage folders are moved aside when their config
+    changes, so an input inside `<workdir>/<stage>/` would vanish from where the recipe says it is, and a workdir
+    inside a source folder would make kamado's own outputs read as corpus input."""
+    import glob
+
+    from kamado.inputs import stage_input_paths
+
+    work = os.path.realpath(recipe.workdir)
+    own_tokens = os.path.join(work, "tokenizer", "tokens")
+    for stage in STAGES:
+        for key, pattern in stage_input_paths(recipe, stage):
+            static = _static_prefix(pattern)
+            paths = [static] + (glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [])
+            for path in map(os.path.realpath, paths):
+                if key.startswith("pretrain.data") and path.startswith(own_tokens + os.sep):
+                    continue  # this run's own token shards, mixed in by name: the tokenizer stage writes them
+                for name in STAGES:
+                    folder = os.path.join(work, name)
+                    if path == folder or path.startswith(folder + os.sep):
+                        raise RecipeError(
+                            f"{where}: key '{key}': the input {pattern} lies inside the stage folder {folder}/ "
+                            f"(workdir {recipe.workdir}); kamado moves that folder aside when the stage is redone. "
+                            f"Move the input or choose another workdir")
+            root = os.path.realpath(static)
+            walks = os.path.isdir(root) if not glob.has_magic(pattern) else (
+                "**" in pattern or len(Path(pattern).parts) > len(Path(work).parts))
+            if stage == "corpus" and walks and (work == root or work.startswith(root + os.sep)):
+                raise RecipeError(
+                    f"{where}: key '{key}': the workdir {recipe.workdir} lies inside the source folder {root}; "
+                    f"kamado's stage outputs would be read as corpus input. Choose a workdir outside it")
+
+
+def _static_prefix(pattern: str) -> str:
+    """The part of a path before its first glob component (the pattern itself when it has none)."""
+    import glob
+
+    if not glob.has_magic(pattern):
+        return pattern
+    parts = Path(pattern).parts
+    for i, part in enumerate(parts):
+        if glob.has_magic(part):
+            return str(Path(*parts[:i])) if i else "."
+    return pattern
+
+
+def plain_name_problem(name: str) -> str | None:
+    """Why `name` is not a plain folder name (None when it is one)."""
+    if not name or not name.strip():
+        return "must be a non-empty name"
+    if "/" in name or "\\" in name or os.path.isabs(name):
+        return "must be a plain folder name (no '/' or '\\')"
+    if name.startswith("."):
+        return "must not start with '.' (no '..', no hidden folder)"
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "must not hold control characters (newline, NUL)"
+    return None
+
+
 EVAL_TASKS = ("perplexity", "jcommonsenseqa", "jnli", "jsquad", "jmmlu", "mgsm", "jhumaneval", "niilc", "jsts")
 
 
 def _check_release_eval(recipe: Recipe, where: str) -> None:
     rel = recipe.release
+    bad_name = plain_name_problem(rel.model_name)
+    if bad_name:  # the release stage writes (and replaces) <workdir>/release/<model_name>: nothing else
+        raise RecipeError(f"{where}: key 'release.model_name': {bad_name}, not {rel.model_name!r}")
     if rel.dtype not in ("float32", "bfloat16"):
         raise RecipeError(f"{where}: key 'release.dtype': must be float32 or bfloat16, not {rel.dtype!r}")
     if rel.from_stage is not None and rel.from_stage not in POLICY_STAGES:  # a reward model is not a release

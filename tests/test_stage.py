@@ -68,3 +68,21 @@ def test_cli_rejects_unknown_stage_and_missing_input_before_any_work(tmp_path, c
     err = capsys.readouterr().err
     assert "sft.data[0]" in err and "/nonexistent/x.jsonl" in err
     assert not (tmp_path / "run" / "corpus").exists()
+
+
+def test_fingerprint_leaves_out_operational_and_extendable_keys(tmp_path):
+    from kamado.recipe import STAGES, TRAINING_STAGES
+    from kamado.stage import result_config
+
+    recipe = tiny_recipe(tmp_path)
+    for stage in TRAINING_STAGES:  # a subclass that changes max_steps' default keeps it extendable
+        cfg = result_config(recipe.stage_config(stage))
+        assert not {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every"} & set(cfg), stage
+        assert "lr" in cfg and "seq_len" in cfg
+    assert "workers" not in result_config(recipe.corpus) and "num_shards" in result_config(recipe.corpus)
+    ws = Workspace(recipe)
+    base = {s: ws.fingerprint(s) for s in STAGES if s in recipe.stages}
+    ops = Workspace(tiny_recipe(tmp_path, "pretrain.log_every=1", "sft.max_steps=99", "corpus.dropped_samples=9"))
+    assert {s: ops.fingerprint(s) for s in base} == base
+    changed = Workspace(tiny_recipe(tmp_path, "corpus.dedup.seed=7"))
+    assert changed.fingerprint("corpus") != base["corpus"] and changed.fingerprint("tokenizer") == base["tokenizer"]
