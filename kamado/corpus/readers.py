@@ -261,8 +261,8 @@ def iter_jsonl(path: str, text_field: str = "text", id_field: str = "id", source
         while True:
             try:
                 raw, too_large = _read_line(fh, max_record_bytes)
-            except _TRUNCATED as exc:  # a truncated .gz/.zst: count the lost tail once, keep what came before
-                yield Location(path, line_no + 1), Rejected("truncated_file", f"compressed stream ends early ({exc})")
+            except _TRUNCATED as exc:  # a cut or corrupt .gz/.zst: count the lost tail once, keep what came before
+                yield Location(path, line_no + 1), _stream_broken(exc)
                 return
             if not raw:
                 return
@@ -352,7 +352,7 @@ def iter_text_file(path: str, root: str = "", source: str = "", html: str = "aut
         with open_binary(path) as fh:
             data = fh.read(max_record_bytes + 1)
     except _TRUNCATED as exc:
-        yield loc, Rejected("truncated_file", f"compressed stream ends early ({exc})")
+        yield loc, _stream_broken(exc)
         return
     if len(data) > max_record_bytes:
         yield loc, Rejected("too_large", f"file longer than {max_record_bytes:,} bytes")
@@ -408,6 +408,12 @@ def _is_cut(exc: BaseException | None) -> bool:
     """A compressed stream that ends early (truncated), not one with wrong bytes (corrupt). gzip raises EOFError
     for a cut inside a member, and BadGzipFile for a cut after the first byte of the next member's magic."""
     return isinstance(exc, EOFError) or (isinstance(exc, gzip.BadGzipFile) and str(exc).endswith("(b'\\x1f')"))
+
+
+def _stream_broken(exc: BaseException) -> Rejected:
+    if _is_cut(exc):
+        return Rejected("truncated_file", f"compressed stream ends early ({exc})")
+    return Rejected("corrupt_file", f"compressed stream is corrupt ({type(exc).__name__}: {exc})")
 
 
 def _warc_errors() -> tuple:

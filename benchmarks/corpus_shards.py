@@ -1,0 +1,131 @@
+"""Total CPU of the corpus stage for several shard counts on the same inputs (the shared web data), one worker.
+
+Each shard count runs the whole stage (`kamado run --only corpus` equivalent: plan, shards, dedup, report) in a
+fresh child process; the figures are that child's user+sys CPU including its own children (getrusage of the
+waited child), and its peak RSS. Before the shard plan every shard read and parsed every input (issue #16: 8 shards
+cost 5.3x the CPU of 1); with the plan a shard opens only its slices, so the ratios should stay near 1 (goal: the
+largest within 1.15x of the smallest).
+
+    python benchmarks/corpus_shards.py                      # 1, 8, 64 shards on the JSONL web data
+    python benchmarks/corpus_shards.py --warc --shards 1 8  # add the 2,940-page WARC (HTML extraction: slower)
+    python benchmarks/corpus_shards.py --huge-mb 300        # plan a generated 300 MB JSONL for 64 shards, read
+                                                            # one slice in a child: plan time, balance, peak RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WEB = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "web"
+SOURCES = [("kwdlc", "kwdlc_web_document_leads.jsonl.gz", "text"), ("mc4", "mc4_ja_quality_labels_dev.jsonl.gz", "text"),
+           ("abeja", "abeja_cc_ja_sample_99docs.jsonl.gz", "text")]
+
+
+def recipe_text(num_shards: int, warc: bool) -> str:
+    rows = [f"    - {{name: {n}, paths: ['{WEB / f}'], text_field: {t}}}" for n, f, t in SOURCES]
+    if warc:
+        rows.append(f"    - {{name: warc, paths: ['{WEB / 'ja_docs_html.warc.gz'}']}}")
+    return (f"name: bench\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: {num_shards}\n  workers: 1\n"
+            "  rules: {min_chars: 50, min_hiragana_fraction: 0.1, min_avg_sentence_length: 0}\n"
+            "  sources:\n" + "\n".join(rows) + "\n")
+
+
+def run_once(num_shards: int, warc: bool) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"corpus-shards-{num_shards}-"))
+    (folder / "r.yaml").write_text(recipe_text(num_shards, warc), encoding="utf-8")
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            from kamado.recipe import load_recipe
+            from kamado.stage import run_stages
+
+            run_stages(load_recipe(folder / "r.yaml"), ["corpus"], log=lambda s: None)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"the corpus stage failed for {num_shards} shards (see {folder})")
+    wall = time.perf_counter() - t0
+    report = json.loads((folder / "run/corpus/report.json").read_text())
+    plan = json.loads((folder / "run/corpus/work/plan.json").read_text())
+    return {"shards": num_shards, "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "docs_in": report["docs_in"], "docs_kept": report["docs_kept"],
+            "slices": len(plan["slices"]), "busy_shards": sum(1 for b in plan["bytes_per_shard"] if b)}
+
+
+def huge_jsonl(mb: int, shards: int = 64) -> None:
+    """One big uncompressed JSONL (lines of 0.5-5 KB of Japanese text, every 500th a 300 KB line): the plan cuts it
+    by byte range at line starts; one task reads only its slice, in bounded memory."""
+    import random
+
+    from kamado.corpus.plan import make_plan
+    from kamado.corpus.readers import Rejected, iter_source_file
+    from kamado.recipe import CorpusSource
+
+    folder = Path(tempfile.mkdtemp(prefix="corpus-huge-"))
+    path = folder / "huge.jsonl"
+    rng = random.Random(0)
+    words = ["日本語", "の文章", "を書く", "。", "今日は", "晴れ", "でした", "、", "東京", "から", "大阪", "へ", "🍣"]
+    lines = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        while fh.tell() < mb << 20:
+            n = 100_000 if lines % 500 == 499 else rng.randint(40, 400)
+            fh.write(json.dumps({"id": lines, "text": "".join(rng.choices(words, k=n))}, ensure_ascii=False) + "\n")
+            lines += 1
+    size = path.stat().st_size
+    t0 = time.perf_counter()
+    plan = make_plan([CorpusSource(name="huge", paths=[str(path)])], shards)
+    plan_s = time.perf_counter() - t0
+    per = [sum(sl.nbytes for sl in plan if sl.shard == k) for k in range(shards)]
+    big = max(plan, key=lambda sl: sl.nbytes)
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        n = sum(1 for _, d in iter_source_file(big.path, "jsonl", "text", "id", "huge", html="never", part=big.part)
+                if not isinstance(d, Rejected))
+        os._exit(0 if n > 0 else 1)
+    _, status, usage = os.wait4(pid, 0)
+    print(f"huge JSONL: {size / 2**20:,.0f} MB, {lines:,} lines -> {len(plan)} byte-range slices for {shards} shards, "
+          f"planned in {plan_s:.1f}s; bytes per shard max/mean {max(per) / (sum(per) / shards):.3f}; one task read "
+          f"its {big.nbytes / 2**20:.1f} MB slice in {time.perf_counter() - t0:.1f}s, peak RSS "
+          f"{usage.ru_maxrss / 1024:.0f} MB (exit {os.waitstatus_to_exitcode(status)})")
+    path.unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--warc", action="store_true", help="also read the WARC (HTML extraction)")
+    ap.add_argument("--huge-mb", type=int, default=0, help="instead: plan and slice a generated JSONL of this size")
+    args = ap.parse_args()
+    if args.huge_mb:
+        return huge_jsonl(args.huge_mb)
+    if not WEB.is_dir():
+        sys.exit(f"{WEB} is missing (the shared web data, see its README)")
+    import kamado.corpus.stage  # noqa: F401  imported before the forks: the children measure the stage, not imports
+
+    rows = [run_once(n, args.warc) for n in args.shards]
+    base = rows[0]["cpu_s"]
+    print(f"{'shards':>6} {'slices':>6} {'busy':>5} {'docs in':>8} {'kept':>6} {'CPU s':>8} {'ratio':>6} {'wall s':>7} {'peak RSS MB':>12}")
+    for r in rows:
+        print(f"{r['shards']:>6} {r['slices']:>6} {r['busy_shards']:>5} {r['docs_in']:>8,} {r['docs_kept']:>6,} "
+              f"{r['cpu_s']:>8.1f} {r['cpu_s'] / base:>6.2f} {r['wall_s']:>7.1f} {r['peak_rss_mb']:>12.0f}")
+    cpus = [r["cpu_s"] for r in rows]
+    print(f"largest/smallest CPU: {max(cpus) / min(cpus):.2f}x (goal <= 1.15x); reports equal in docs: "
+          f"{len({(r['docs_in'], r['docs_kept']) for r in rows}) == 1}")
+
+
+if __name__ == "__main__":
+    main()
