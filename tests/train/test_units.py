@@ -73,3 +73,14 @@ def test_checkpoint_identity_mismatch_is_a_clear_error(tmp_path):
     mgr = CheckpointManager(tmp_path, keep=2, rank=0, identity={"world_size": 2, "zero_stage": 2})
     with pytest.raises(IncompatibleCheckpoint, match="world_size=4.*world_size=2"):
         mgr.check(mgr.latest())
+
+
+def test_nccl_environment_and_known_bad_settings():
+    from kamado.train.nccl import nccl_environment, nccl_warnings
+
+    env = {"NCCL_IB_HCA": "mlx5_0,mlx5_1", "NCCL_IB_DISABLE": "1", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "0"}
+    shown = nccl_environment(env)
+    assert shown["NCCL_IB_HCA"] == "mlx5_0,mlx5_1" and shown["NCCL_SOCKET_IFNAME"] == "unset"
+    warnings = nccl_warnings(env)
+    assert len(warnings) == 2 and "TCP sockets" in warnings[0] and "hangs the job" in warnings[1]
+    assert nccl_warnings({"TORCH_NCCL_ASYNC_ERROR_HANDLING": "3"}) == []
