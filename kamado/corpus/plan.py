@@ -30,7 +30,7 @@ from kamado.stage import write_json_atomic
 
 PLAN_VERSION = 1
 DEFAULT_MAX_SLICE_BYTES = 1 << 30  # a part is never larger than this (when its format can be cut)
-DEFAULT_MIN_SLICE_BYTES = 8 << 20  # ... and never cut smaller than this: opening a slice has a cost
+DEFAULT_MIN_SLICE_BYTES = 1 << 20  # ... and never cut smaller than this: opening a slice has a (small) cost
 _CHUNK = 8 << 20
 
 
@@ -296,7 +296,19 @@ def write_plan(path: Path, num_shards: int, slices: list[Slice]) -> None:
     write_json_atomic(path, body)
 
 
+_READ: dict = {}  # (path, mtime, size) -> slices: the shards of one process (pool worker) parse the plan once
+
+
 def read_plan(path: Path, num_shards: int) -> list[Slice]:
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size, num_shards)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = _parse_plan(path, num_shards)
+    return _READ[key]
+
+
+def _parse_plan(path: Path, num_shards: int) -> list[Slice]:
     body = json.loads(path.read_text(encoding="utf-8"))
     if body.get("version") != PLAN_VERSION or body.get("num_shards") != num_shards \
             or body.get("fields") != list(Slice.__dataclass_fields__):
