@@ -3,6 +3,7 @@
 import gzip
 import json
 
+from kamado.corpus.plan import ensure_plan
 from kamado.corpus.stage import run_shard
 from kamado.recipe import load_recipe
 from kamado.stage import Workspace, run_stages
@@ -35,14 +36,16 @@ def test_killed_run_redoes_only_missing_shards_with_the_same_output(tmp_path):
     resumed = _recipe(tmp_path, "resumed")
     ws = Workspace(resumed)
     ws.prepare("corpus")  # as a Slurm array task does before its shard
-    first = run_shard(resumed, ws, 0, 3)  # shard 0 finished before the "kill"
+    plan = ensure_plan(resumed, ws, 3)  # whole small files: the shards with a file to read
+    done, cut = sorted({sl.shard for sl in plan})[:2]
+    first = run_shard(resumed, ws, done, 3)  # this shard finished before the "kill"
     work = ws.stage_dir("corpus") / "work"
-    marker = work / "filtered-00000.done.json"
+    marker = work / f"filtered-{done:05d}.done.json"
     before = marker.stat().st_mtime_ns
-    (work / "filtered-00001.jsonl.gz.tmp").write_bytes(b"half-written garbage")  # shard 1 was cut short
+    (work / f"filtered-{cut:05d}.jsonl.gz.tmp").write_bytes(b"half-written garbage")  # this one was cut short
     run_stages(resumed, ["corpus"], log=lambda s: None)
-    assert marker.stat().st_mtime_ns == before and first["docs_in"] > 0  # shard 0 was not redone
-    assert not (work / "filtered-00001.jsonl.gz.tmp").exists()
+    assert marker.stat().st_mtime_ns == before and first["docs_in"] > 0  # the finished shard was not redone
+    assert not (work / f"filtered-{cut:05d}.jsonl.gz.tmp").exists()
     assert _data(ws.stage_dir("corpus")) == _data(Workspace(fresh).stage_dir("corpus"))
     a = json.loads((ws.stage_dir("corpus") / "report.json").read_text())
     b = json.loads((Workspace(fresh).stage_dir("corpus") / "report.json").read_text())
