@@ -179,30 +179,30 @@ def _run(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
-def cluster_unreachable(timeout: float = 15) -> str | None:
-    """None when Slurm's commands are on PATH and the controller answers; else why not (a dry run then skips the
-    checks that need a cluster)."""
+def _partitions(timeout: float = 15) -> tuple[list[str] | None, str]:
+    """(`sinfo -h -o %P`'s partitions, "") when Slurm's commands are on PATH and the controller answers; else
+    (None, why not): a dry run then skips the checks that need a cluster."""
     if not shutil.which("sinfo"):
-        return "Slurm's commands (sinfo, sbatch) are not on PATH"
+        return None, "Slurm's commands (sinfo, sbatch) are not on PATH"
     conf = os.environ.get("SLURM_CONF")
     if conf and not Path(conf).is_file():  # sinfo would spend a minute on DNS lookups before it fails
-        return f"SLURM_CONF={conf} is not a file"
+        return None, f"SLURM_CONF={conf} is not a file"
     try:
         out = _run(["sinfo", "-h", "-o", "%P"], timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"sinfo did not answer within {timeout:.0f} s"
+        return None, f"sinfo did not answer within {timeout:.0f} s"
     if out.returncode:
-        return f"sinfo failed: {out.stderr.strip() or f'exit status {out.returncode}'}"
-    return None
+        return None, f"sinfo failed: {out.stderr.strip() or f'exit status {out.returncode}'}"
+    return [p.strip() for p in out.stdout.split()], ""
 
 
-def check_cluster(recipe: Recipe, stages: list[str]) -> str:
-    """Fail before submitting anything when the recipe asks for what the cluster lacks; returns the partition."""
-    unreachable = cluster_unreachable()
-    if unreachable:
-        raise RecipeError(f"--executor slurm: {unreachable}")
-    listing = _run(["sinfo", "-h", "-o", "%P"])
-    names = [p.strip() for p in listing.stdout.split()]
+def check_cluster(recipe: Recipe, stages: list[str], names: list[str] | None = None) -> str:
+    """Fail before submitting anything when the recipe asks for what the cluster lacks; returns the partition.
+    `names`: the partitions sinfo listed, when the caller asked already."""
+    if names is None:
+        names, unreachable = _partitions()
+        if names is None:
+            raise RecipeError(f"--executor slurm: {unreachable}")
     partition = recipe.slurm.partition
     if partition is None:
         defaults = [p.rstrip("*") for p in names if p.endswith("*")]
@@ -275,10 +275,10 @@ def _folder(recipe: Recipe, stage: str) -> Path:
 
 
 def render(spec: JobSpec, folder: Path, dependency: str | None = None, calls: Path | None = None) -> str:
-    """The sbatch script submitit would write for this job (submitit's own renderer). With `calls` (a dry run),
+    """The sbatch script of this job as submitit would write it (kamado.slurm.script). With `calls` (a dry run),
     the script first puts its pickled call (`calls/<array task or 0>.pkl`) where submitit's runner looks for it,
     `<folder>/<job id>_submitted.pkl`; a requeued job keeps the one there, which may hold a checkpoint."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from kamado.slurm.script import sbatch_script
 
     params = dict(spec.params)
     if dependency:
@@ -292,8 +292,8 @@ def render(spec: JobSpec, folder: Path, dependency: str | None = None, calls: Pa
             f'[ -e {f}/"${{kamado_id}}_submitted.pkl" ] || cp "$kamado_call" {f}/"${{kamado_id}}_submitted.pkl"',
             *params.get("setup", []),
         ]
-    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
-    return _make_sbatch_string(command=command, folder=folder, map_count=len(spec.args) if spec.array else None, **params)
+    command = shlex.join([sys.executable, "-u", "-m", "kamado.slurm.run_job", str(folder)])
+    return sbatch_script(command, folder, params, len(spec.args) if spec.array else None)
 
 
 def _entry(spec: JobSpec, job_id: str | None = None) -> dict:
@@ -401,9 +401,9 @@ def _shard_ranges(spec: JobSpec) -> str:
 def _dry_run_cluster(recipe: Recipe, todo: list[str]) -> tuple[str, int]:
     """(partition, MaxArraySize) for a dry run: the cluster's checks when it answers; else both assumed, with a
     line saying which checks were skipped and what was assumed (the scripts can then be written on a laptop)."""
-    unreachable = cluster_unreachable()
-    if unreachable is None:
-        return check_cluster(recipe, todo), cluster_max_array_size()
+    names, unreachable = _partitions()
+    if names is not None:
+        return check_cluster(recipe, todo, names), cluster_max_array_size()
     partition = recipe.slurm.partition or ""
     print(f"[kamado] dry run without a reachable cluster ({unreachable}): skipped the cluster checks "
           f"(partition exists, nodes and CPUs per node) and assumed partition "
