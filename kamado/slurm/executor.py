@@ -555,7 +555,21 @@ def status(recipe: Recipe) -> int:
         if info["state"] == "FAILED":
             print(f"{'':<10} logs: {_folder(recipe, stage)}/*_log.err; fix the cause and submit again: "
                   f"finished work (shards, checkpoints) is kept")
+    _print_earlier_chains(read_jobs(recipe))
     return 0
+
+
+def _print_earlier_chains(record: dict) -> None:
+    """The jobs of chains a --force-submit replaced that are still queued (they still write the stage folders)."""
+    current = {e["id"] for entries in record["stages"].values() for e in entries}
+    earlier = [i for i in recorded_job_ids(record) if i not in current]
+    try:
+        queued = queued_jobs(earlier)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired):
+        return  # the per-stage lines above already show what Slurm could tell
+    if queued:
+        print(f"[kamado] jobs of earlier chains still queued: {', '.join(f'{i} ({s})' for i, s in queued.items())}; "
+              "`kamado slurm cancel` cancels them too")
 
 
 def _short(ids: list[int]) -> str:

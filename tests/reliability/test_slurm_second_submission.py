@@ -57,6 +57,9 @@ def test_second_submission_is_refused_while_the_first_chain_is_queued(slurm_clus
         assert [c["chain"] for c in record["chains"]] == [1, 2] and record["chains"][1]["replaces"] == first
         assert [j["id"] for j in record["chains"][0]["stages"]["corpus"]] == first
         assert set(queued()) == set(first + second) and not set(first) & set(second)
+        capsys.readouterr()
+        assert main(["slurm", "status", str(path), "--workdir", str(workdir)]) == 0
+        assert f"earlier chains still queued: {first[0]} (PENDING), {first[1]} (PENDING)" in capsys.readouterr().out
 
         assert main(["slurm", "cancel", str(path), "--workdir", str(workdir)]) == 0  # both chains
         out = capsys.readouterr().out
