@@ -37,6 +37,11 @@ def recipe_text(num_shards: int, warc: bool) -> str:
             "  sources:\n" + "\n".join(rows) + "\n")
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_once(num_shards: int, warc: bool) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"corpus-shards-{num_shards}-"))
     (folder / "r.yaml").write_text(recipe_text(num_shards, warc), encoding="utf-8")
@@ -47,10 +52,24 @@ def run_once(num_shards: int, warc: bool) -> dict:
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
+            from kamado.corpus.plan import ensure_plan
+            from kamado.corpus.stage import finish, run_shard
             from kamado.recipe import load_recipe
-            from kamado.stage import run_stages
+            from kamado.stage import Workspace
 
-            run_stages(load_recipe(folder / "r.yaml"), ["corpus"], log=lambda s: None)
+            # the stage's own steps (stage.run without its progress bar), CPU taken between them
+            recipe = load_recipe(folder / "r.yaml")
+            ws = Workspace(recipe)
+            ws.prepare("corpus")
+            marks = [_cpu()]
+            ensure_plan(recipe, ws, num_shards)
+            marks.append(_cpu())
+            for shard in range(num_shards):
+                run_shard(recipe, ws, shard, num_shards)
+            marks.append(_cpu())
+            finish(recipe, ws, num_shards)
+            marks.append(_cpu())
+            (folder / "cpu.json").write_text(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
             code = 0
         finally:
             os._exit(code)
@@ -60,7 +79,9 @@ def run_once(num_shards: int, warc: bool) -> dict:
     wall = time.perf_counter() - t0
     report = json.loads((folder / "run/corpus/report.json").read_text())
     plan = json.loads((folder / "run/corpus/work/plan.json").read_text())
-    return {"shards": num_shards, "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
+    plan_s, shards_s, finish_s = json.loads((folder / "cpu.json").read_text())
+    return {"shards": num_shards, "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall, "plan_cpu": plan_s,
+            "shards_cpu": shards_s, "finish_cpu": finish_s,
             "peak_rss_mb": usage.ru_maxrss / 1024, "docs_in": report["docs_in"], "docs_kept": report["docs_kept"],
             "slices": len(plan["slices"]), "busy_shards": sum(1 for b in plan["bytes_per_shard"] if b)}
 
@@ -118,10 +139,12 @@ def main() -> None:
 
     rows = [run_once(n, args.warc) for n in args.shards]
     base = rows[0]["cpu_s"]
-    print(f"{'shards':>6} {'slices':>6} {'busy':>5} {'docs in':>8} {'kept':>6} {'CPU s':>8} {'ratio':>6} {'wall s':>7} {'peak RSS MB':>12}")
+    print(f"{'shards':>6} {'slices':>6} {'busy':>5} {'docs in':>8} {'kept':>6} {'CPU s':>8} {'ratio':>6} "
+          f"{'plan':>6} {'shards':>7} {'dedup+report':>13} {'wall s':>7} {'peak RSS MB':>12}")
     for r in rows:
         print(f"{r['shards']:>6} {r['slices']:>6} {r['busy_shards']:>5} {r['docs_in']:>8,} {r['docs_kept']:>6,} "
-              f"{r['cpu_s']:>8.1f} {r['cpu_s'] / base:>6.2f} {r['wall_s']:>7.1f} {r['peak_rss_mb']:>12.0f}")
+              f"{r['cpu_s']:>8.1f} {r['cpu_s'] / base:>6.2f} {r['plan_cpu']:>6.2f} {r['shards_cpu']:>7.1f} "
+              f"{r['finish_cpu']:>13.1f} {r['wall_s']:>7.1f} {r['peak_rss_mb']:>12.0f}")
     cpus = [r["cpu_s"] for r in rows]
     print(f"largest/smallest CPU: {max(cpus) / min(cpus):.2f}x (goal <= 1.15x); reports equal in docs: "
           f"{len({(r['docs_in'], r['docs_kept']) for r in rows}) == 1}")
