@@ -81,6 +81,10 @@ def _eval_plan_args(sub) -> None:
     ev.add_argument("--fewshot", action="append", default=[], metavar="NAME=PATH",
                     help="take task NAME's shots from PATH (e.g. mgsm=mgsm-ja-fewshot.tsv with worked solutions)")
     ev.add_argument("--max-new-tokens", type=int, help="generation tasks: tokens generated per item")
+    ev.add_argument("--mt-bench", metavar="QUESTIONS", help="answer FastChat-format MT-Bench questions (question.jsonl); "
+                    "answers go to <out>/mt_bench/model_answer/<model-id>.jsonl (alone unless --task is given too)")
+    ev.add_argument("--judge", metavar="DIR", help="with --mt-bench: grade the answers with this local model folder")
+    ev.add_argument("--model-id", help="with --mt-bench: the model_id in the answer files (default: the model folder's name)")
     ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
     pl = sub.add_parser("plan", help="compute budget → Chinchilla-optimal parameters and tokens, closest preset")
     pl.add_argument("--gpus", type=int, required=True)
@@ -237,7 +241,7 @@ def _eval(args) -> int:
     from pathlib import Path
 
     from kamado.recipe import EvalTaskConfig, check_eval_inputs
-    from kamado.release.contamination import contamination, corpus_texts, format_contamination, task_items
+    from kamado.release.contamination import contamination, format_contamination, task_items, training_sources
     from kamado.release.eval import evaluate, format_table
     from kamado.stage import Workspace
 
@@ -268,11 +272,18 @@ def _eval(args) -> int:
     if not (model / "config.json").is_file():
         raise RecipeError(f"--model: no HF model (config.json) in {model}")
     out = Path(args.out) if args.out else ws.root / "eval"
+    if args.mt_bench:
+        from kamado.release.eval.mtbench import mt_bench_command
+
+        mt_bench_command(args, cfg, model, out)
+        if not args.task:
+            return 0
     results = evaluate(cfg, model, tokens_dir=ws.stage_dir("tokenizer") / "tokens", out_dir=out)
     print(format_table(results))
     items = task_items(cfg.tasks)
-    if items and (ws.stage_dir("corpus") / "data").is_dir():
-        report = contamination(items, corpus_texts(ws.stage_dir("corpus")), cfg.contamination_ngram)
+    sources = training_sources(recipe, ws)  # the corpus and the SFT/reward/DPO/PPO data
+    if items and sources:
+        report = contamination(items, sources, cfg.contamination_ngram)
         (out / "contamination.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
         print(format_contamination(report))
     print(f"[kamado] results in {out}")

@@ -214,8 +214,10 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
         if contamination:
             from kamado.release.contamination import format_contamination
 
-            lines += [f"Contamination check against the training corpus ({_n(contamination['corpus_documents'])} documents, "
-                      f"character {contamination['ngram_chars']}-grams after NFKC, whitespace removed):", "",
+            trained_on = ", ".join(f"{name} ({_n(s['documents'])} texts)" for name, s in contamination.get(
+                "sources", {"corpus": {"documents": contamination.get("corpus_documents")}}).items())
+            lines += [f"Contamination check against the training data: {trained_on}; "
+                      f"character {contamination['ngram_chars']}-grams after NFKC, whitespace removed:", "",
                       format_contamination(contamination), ""]
     else:
         lines += ["Not evaluated in this run (eval.enabled is false or eval.tasks is empty).", ""]

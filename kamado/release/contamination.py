@@ -39,8 +39,13 @@ def corpus_texts(corpus_dir: Path) -> Iterator[str]:
                 yield json.loads(line)["text"]
 
 
-def contamination(tasks: dict[str, list[Item]], corpus: Iterable[str], n: int = 20, examples: int = 5) -> dict:
-    """For each task: items checked, items with at least one n-gram in the corpus, items with half or more."""
+def contamination(tasks: dict[str, list[Item]], corpus: Iterable[str] | dict[str, Iterable[str]], n: int = 20,
+                  examples: int = 5) -> dict:
+    """For each task: items checked, items with at least one n-gram in the training data, items with half or more.
+
+    `corpus` is one stream of texts or several named ones ({"corpus": ..., "sft": ..., "dpo": ...}); with several,
+    each task also says how many items overlap each source (`by_source`)."""
+    sources = corpus if isinstance(corpus, dict) else {"corpus": corpus}
     grams_of: dict[str, list[set[str]]] = {}
     index: set[str] = set()
     for task, items in tasks.items():
@@ -49,16 +54,25 @@ def contamination(tasks: dict[str, list[Item]], corpus: Iterable[str], n: int = 
             g = {t[i:i + n] for t in item_segments(item) for i in range(len(t) - n + 1)}
             grams_of[task].append(g)
             index |= g
-    found: set[str] = set()
-    docs = chars = 0
-    for text in corpus:
-        t = normalize(text)
-        docs += 1
-        chars += len(t)
-        found.update(t[i:i + n] for i in range(len(t) - n + 1) if t[i:i + n] in index)
-    report = {"ngram_chars": n, "corpus_documents": docs, "corpus_characters": chars, "tasks": {}}
+    found_in: dict[str, set[str]] = {}
+    report = {"ngram_chars": n, "sources": {}, "tasks": {}}
+    for name, texts in sources.items():
+        found: set[str] = set()
+        docs = chars = 0
+        for text in texts:
+            t = normalize(text)
+            docs += 1
+            chars += len(t)
+            found.update(t[i:i + n] for i in range(len(t) - n + 1) if t[i:i + n] in index)
+        found_in[name] = found
+        report["sources"][name] = {"documents": docs, "characters": chars}
+    if "corpus" in report["sources"]:  # the keys the model card and older reports use
+        report.update(corpus_documents=report["sources"]["corpus"]["documents"],
+                      corpus_characters=report["sources"]["corpus"]["characters"])
+    found = set().union(*found_in.values())
     for task, items in tasks.items():
         any_hit, half, too_short, ids = 0, 0, 0, []
+        by_source = dict.fromkeys(found_in, 0)
         for item, g in zip(items, grams_of[task]):
             if not g:
                 too_short += 1
@@ -68,12 +82,38 @@ def contamination(tasks: dict[str, list[Item]], corpus: Iterable[str], n: int = 
                 any_hit += 1
                 if len(ids) < examples:
                     ids.append(item.id)
+                for name, f in found_in.items():
+                    by_source[name] += bool(g & f)
             half += hits * 2 >= len(g)
         checked = len(items) - too_short
         report["tasks"][task] = {"items": len(items), "shorter_than_n": too_short, "with_any_overlap": any_hit,
                                  "with_half_overlap": half, "overlap_rate": round(any_hit / checked, 4) if checked else None,
-                                 "example_ids": ids}
+                                 "by_source": by_source, "example_ids": ids}
     return report
+
+
+def record_texts(paths: list[str]) -> Iterator[str]:
+    """Every string in each fine-tuning record, whatever its layout (instruction/input/output, messages,
+    prompt/chosen/rejected)."""
+    from kamado.corpus.dedup.decontam import _strings
+    from kamado.jsonl import iter_jsonl
+
+    for path in paths:
+        for _, rec in iter_jsonl(path):
+            yield from _strings(rec)
+
+
+def training_sources(recipe, ws) -> dict[str, Iterable[str]]:
+    """Everything the released model was trained on, by source: the corpus stage's kept documents and the records of
+    each fine-tuning stage in the recipe (SFT, reward, DPO and PPO data files)."""
+    sources: dict[str, Iterable[str]] = {}
+    if (ws.stage_dir("corpus") / "data").is_dir() and any((ws.stage_dir("corpus") / "data").glob("shard-*.jsonl.gz")):
+        sources["corpus"] = corpus_texts(ws.stage_dir("corpus"))
+    for stage in ("sft", "reward", "dpo", "ppo"):
+        files = [f for f in (getattr(recipe, stage).data or []) if Path(f).is_file()] if stage in recipe.stages else []
+        if files:
+            sources[stage] = record_texts(files)
+    return sources
 
 
 def task_items(task_cfgs) -> dict[str, list[Item]]:
@@ -89,8 +129,11 @@ def task_items(task_cfgs) -> dict[str, list[Item]]:
 
 def format_contamination(report: dict) -> str:
     n = report["ngram_chars"]
-    lines = [f"| task | items | checked (≥ {n} chars) | with a shared {n}-char n-gram | with ≥ half shared |", "|---|---|---|---|---|"]
+    names = list(report.get("sources", {"corpus": None}))
+    lines = [f"| task | items | checked (≥ {n} chars) | with a shared {n}-char n-gram ({' / '.join(names)}) | with ≥ half shared |",
+             "|---|---|---|---|---|"]
     for task, r in report["tasks"].items():
-        lines.append(f"| {task} | {r['items']:,} | {r['items'] - r['shorter_than_n']:,} | {r['with_any_overlap']:,} | "
-                     f"{r['with_half_overlap']:,} |")
+        per = " / ".join(f"{r['by_source'][s]:,}" for s in names) if "by_source" in r and len(names) > 1 else ""
+        lines.append(f"| {task} | {r['items']:,} | {r['items'] - r['shorter_than_n']:,} | {r['with_any_overlap']:,}"
+                     f"{f' ({per})' if per else ''} | {r['with_half_overlap']:,} |")
     return "\n".join(lines)

@@ -32,10 +32,15 @@ def make_config_portable(out_dir: Path) -> dict:
 
 
 def write_json_durable(path: Path, data: Any) -> None:
+    write_text_durable(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_durable(path: Path, text: str) -> None:
+    """temp + fsync + rename: a reader (or a rerun after a kill) sees the old file or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, ensure_ascii=False, indent=2, sort_keys=True)
-        fh.write("\n")
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

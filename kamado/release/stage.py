@@ -141,15 +141,16 @@ def verify(out: Path, source: Source, reference: dict | None, recipe: Recipe) ->
 def _evaluate(recipe: Recipe, ws: Workspace, model_dir: Path) -> tuple[dict | None, dict | None]:
     if not recipe.eval.enabled or not recipe.eval.tasks:
         return None, None
-    from kamado.release.contamination import contamination, corpus_texts, task_items
+    from kamado.release.contamination import contamination, task_items, training_sources
     from kamado.release.eval import evaluate
 
     out = ws.stage_dir("release") / "eval"
     results = evaluate(recipe.eval, model_dir, tokens_dir=ws.stage_dir("tokenizer") / "tokens", out_dir=out)
     items = task_items(recipe.eval.tasks)
+    sources = training_sources(recipe, ws)  # the corpus and every fine-tuning stage's data
     report = None
-    if items and (ws.stage_dir("corpus") / "data").is_dir():
-        report = contamination(items, corpus_texts(ws.stage_dir("corpus")), recipe.eval.contamination_ngram)
+    if items and sources:
+        report = contamination(items, sources, recipe.eval.contamination_ngram)
         write_json_atomic(out / "contamination.json", report)
     return results, report
 
