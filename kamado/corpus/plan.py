@@ -93,8 +93,12 @@ def _warc_records(fh, size: int):
     pos = 0
     while pos < size:
         fh.seek(pos)
-        head = fh.read(1 << 16)
+        head = fh.read(4096)  # most header blocks fit; a longer one is read again, once
         end = head.find(b"\r\n\r\n")
+        if end < 0:
+            fh.seek(pos)
+            head = fh.read(1 << 16)
+            end = head.find(b"\r\n\r\n")
         if not head.startswith(b"WARC/") or end < 0:
             return
         length = wtype = None
