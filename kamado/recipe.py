@@ -726,7 +726,7 @@ def check_inputs(recipe: Recipe, stages: list[str], where: str = "recipe") -> No
         from kamado.corpus.readers import has_a_record, source_files
 
         for i, source in enumerate(recipe.corpus.sources):
-            files = source_files(source.paths, source.format)
+            files = source_files(source.paths, source.format, source.follow_symlinks)
             if not files:
                 raise RecipeError(
                     f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): no file matches {source.paths}")

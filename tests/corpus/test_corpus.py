@@ -108,3 +108,17 @@ def test_report_for_n_shards_equals_report_for_one_shard(tmp_path, monkeypatch):
     r = results[1]["report"]
     assert r["docs_in"] > 150 and r["dedup"]["exact_removed"] > 5 and r["rejected"]["invalid_json"] >= 3
     assert results[4] == results[1] and results[17] == results[1]
+
+
+def test_a_source_folder_link_that_leaves_it_needs_follow_symlinks(tmp_path):
+    from tests.corpus.corpus_helpers import prose, run_corpus
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "src" / "a.txt").write_text(prose()[0], encoding="utf-8")
+    (tmp_path / "elsewhere" / "b.txt").write_text(prose()[1], encoding="utf-8")
+    (tmp_path / "src" / "b.txt").symlink_to(tmp_path / "elsewhere" / "b.txt")
+    with pytest.raises(ValueError, match="b.txt is a link to .*set follow_symlinks: true"):
+        run_corpus(tmp_path, "    - {name: t, paths: [src]}\n", num_shards=1)
+    report = run_corpus(tmp_path, "    - {name: t, paths: [src], follow_symlinks: true}\n", num_shards=1)
+    assert report["docs_in"] == 2
