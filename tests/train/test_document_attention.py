@@ -40,7 +40,7 @@ def documents_alone_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -
         for ids, lab in zip(input_ids, labels):
             cuts = [0, *[i + 1 for i in range(len(ids)) if ids[i] == EOS and i + 1 < len(ids)], len(ids)]
             for a, b in zip(cuts, cuts[1:]):
-                logits = model(input_ids=ids[None, a:b]).logits[0]
+                logits = model(input_ids=ids[None, a:b]).logits[0].float()
                 total += torch.nn.functional.cross_entropy(logits, lab[a:b], ignore_index=-100, reduction="sum").item()
                 count += int((lab[a:b] != -100).sum())
     return total / count
@@ -119,3 +119,23 @@ def test_document_attention_pretrain_run(tmp_path):
     assert result["attention"] == "sdpa (document)"
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(losses) == 8 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["sdpa", "flash_attention_2"])
+def test_document_attention_on_gpu(implementation):
+    """SDPA with the block mask in fp32 (<= 1e-5) and FlashAttention-2 varlen in bf16 (bf16 tolerance) on a GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if implementation == "flash_attention_2":
+        pytest.importorskip("flash_attn")
+    dtype, tolerance = (torch.float32, 1e-5) if implementation == SDPA else (torch.bfloat16, 2e-2)
+    model = tiny_model().to("cuda", dtype)
+    model.set_attn_implementation(implementation)
+    rows = torch.stack([window([7, 12, 5], tail=9, seed=1), window([20, 3], tail=10, seed=2)])
+    batch = document_batch(rows[:, :-1], rows[:, 1:], EOS, implementation)
+    batch = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    with torch.no_grad():
+        packed = causal_lm_loss(model, batch, model_inputs(batch, implementation)).item()
+    alone = documents_alone_loss(model, batch["input_ids"], batch["labels"])
+    assert abs(packed - alone) <= tolerance, (packed, alone)
