@@ -346,10 +346,10 @@ def write_dry_run(recipe: Recipe, specs: list[JobSpec], todo: list[str], out: Pa
              f"workdir={q(workdir)}",
              f"export PYTHONPATH={q(code_root)}${{PYTHONPATH:+:$PYTHONPATH}}",
              f'kamado_chains() {{ {q(sys.executable)} -m kamado.slurm.chains "$@"; }}',
-             'force=(); if [ "${1:-}" = --force-submit ]; then force=(--force); fi',
+             'force=; if [ "${1:-}" = --force-submit ]; then force=--force; fi',
              'kamado_chains prepare "$workdir"  # <workdir>/slurm: 0700, refused when others can write into it',
              'if command -v flock >/dev/null; then exec 9>>"$workdir/slurm/submit.lock"; flock 9; fi  # one submitter at a time',
-             'replaces=$(kamado_chains check "$workdir" "${force[@]}")  # refused while an earlier chain is queued',
+             'replaces=$(kamado_chains check "$workdir" ${force:+"$force"})  # refused while an earlier chain is queued',
              "submitted=()",
              "undo() {  # no half chain: what this script submitted goes",
              '  if [ ${#submitted[@]} -gt 0 ]; then scancel "${submitted[@]}"; '
