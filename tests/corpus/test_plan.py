@@ -88,11 +88,16 @@ def test_byte_slices_start_at_line_starts_with_multibyte_and_long_lines(tmp_path
 
 
 def test_ten_thousand_small_files_plan_quickly(tmp_path):
-    folder = tmp_path / "many"
+    import os
+
+    folder, blobs = tmp_path / "many", tmp_path / "blobs"
+    blobs.mkdir()
+    for size in range(7):  # seven file sizes, hard-linked 10,000 times (creating files is slow on a busy disk)
+        (blobs / f"{size}").write_bytes(b"x" * (50 + 70 * size))
     for d in range(10):
         (folder / f"d{d}").mkdir(parents=True)
         for i in range(1000):
-            (folder / f"d{d}" / f"{i:04d}.txt").write_bytes(b"x" * (50 + (i * 7919) % 500))
+            os.link(blobs / f"{i % 7}", folder / f"d{d}" / f"{i:04d}.txt")
     sources = _sources(f"    - {{name: many, paths: ['{folder}']}}\n")
     t0 = time.perf_counter()
     plan = make_plan(sources, 64)
