@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from dedup_memory import _peak_mb, _reset_peak, perturb  # noqa: E402  (the same VmHWM measurement, perturbation)
-from dedup_scale import FILES  # noqa: E402  (the same web + prose text files)
+from dedup_scale import FILES, file_texts  # noqa: E402  (the same web + prose text files)
 
 WORKERS = 2
 
@@ -61,11 +61,7 @@ def base_docs(data: Path, base_mb: float) -> list[str]:
     """Documents taken evenly from each file (every k-th) until the file's share of base_mb is reached."""
     texts = []
     for rel in FILES:
-        path = data / rel
-        if not path.is_file():
-            sys.exit(f"{path}: not found (the shared web/prose data is needed)")
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            part = [d["text"] for d in map(json.loads, fh) if d.get("text")]
+        part = file_texts(data, rel)
         budget = base_mb * 1e6 / len(FILES)
         size = sum(len(t.encode("utf-8")) for t in part)
         step = max(1, math.floor(size / budget))

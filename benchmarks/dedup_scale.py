@@ -92,14 +92,19 @@ def _cluster_probe(nodes: int) -> float:
     return _peak_mb() - start
 
 
+def file_texts(data: Path, rel: str) -> list[str]:
+    """The non-empty `text` fields of one shared file (exits with a message when it is absent)."""
+    path = data / rel
+    if not path.is_file():
+        sys.exit(f"{path}: not found (the shared web/prose data is needed)")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [d["text"] for d in map(json.loads, fh) if d.get("text")]
+
+
 def load_docs(data: Path) -> tuple[list[str], dict]:
     texts, per_file = [], {}
     for rel in FILES:
-        path = data / rel
-        if not path.is_file():
-            sys.exit(f"{path}: not found (the shared web/prose data is needed)")
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            part = [d["text"] for d in map(json.loads, fh) if d.get("text")]
+        part = file_texts(data, rel)
         size = sum(len(t.encode("utf-8")) for t in part)
         per_file[rel] = {"docs": len(part), "bytes": size, "mean_bytes": round(size / len(part)),
                          "bytes_per_char": round(size / sum(map(len, part)), 2)}
