@@ -150,3 +150,36 @@ def test_symlinks_out_of_a_source_folder_are_refused(tmp_path):
         source_files([str(tmp_path / "src" / "*.txt")])
     assert len(source_files([str(tmp_path / "src")], follow_symlinks=True)) == 2
     assert source_files([str(tmp_path / "src" / "link.txt")]) == [str(tmp_path / "src" / "link.txt")]  # named: read
+
+
+def test_concurrent_tasks_agree_on_one_plan(tmp_path):
+    """Slurm array tasks call run_shard at the same time: whichever is first writes the plan under the workdir
+    lock, the others read that one."""
+    import os
+
+    from kamado.corpus.plan import ensure_plan
+    from kamado.recipe import load_recipe
+    from kamado.stage import Workspace
+    from tests.corpus.plan_helpers import docs, jsonl_bytes
+
+    for i in range(3):
+        (tmp_path / f"{i}.jsonl").write_bytes(jsonl_bytes(docs(f"c{i}", 30)))
+    (tmp_path / "r.yaml").write_text("name: t\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: 5\n"
+                                     f"  sources:\n    - {{name: a, paths: ['{tmp_path}/*.jsonl']}}\n", encoding="utf-8")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    pids = []
+    for task in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                plan = ensure_plan(recipe, Workspace(recipe), 5)
+                (tmp_path / f"task{task}.json").write_text(json.dumps([list(vars(sl).values()) for sl in plan]))
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    assert all(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in pids)
+    seen = {(tmp_path / f"task{t}.json").read_text() for t in range(4)}
+    assert len(seen) == 1 and len(json.loads(seen.pop())) == 3
+    assert not list((tmp_path / "run" / "corpus" / "work").glob("*.tmp*"))
