@@ -1,4 +1,14 @@
-"""Text normalization that runs before every rule (rules and dedup see the same text)."""
+"""Text normalization that runs before every rule (rules and dedup see the same text).
+
+The contract (issue 17): by default the corpus keeps Japanese text as it is written (corpus.nfkc: false, as
+llm-jp does): full-width punctuation （）！？：, full-width digits and the ideographic space U+3000 stay, and the
+tokenizer guarantees pieces for them (tokenizer.required_chars, kamado/tokenizer/charset.py), so text that
+users, prompts and evaluation sets write reaches the model unchanged, with no normalizer to reapply at encode
+time. What always runs is lossless for meaning: newlines unified, control and zero-width characters dropped,
+runs of ASCII spaces/tabs collapsed, line ends stripped, at most one blank line. corpus.nfkc: true folds
+full-width forms (and U+3000) to ASCII as before; a tokenizer trained on such a corpus sees no full-width
+characters, so keep tokenizer.required_chars on (the default) if you choose it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,7 @@ import re
 import unicodedata
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+_SPACES = re.compile(r"[ \t\u00a0]+")  # the ideographic space U+3000 is written on purpose (indents, 姓　名): kept
 _BLANK_LINES = re.compile(r"\n{3,}")
 # Japanese punctuation written with full-width Western marks (common in science and government text):
 # ，．→ 、。 so that sentence rules and n-grams see one form. After NFKC they are ",." between Japanese
@@ -17,7 +27,7 @@ _JA_PERIOD = re.compile(rf"(?<={_JA})\.(?!\d)\s?")
 
 
 def normalize(text: str, nfkc: bool = True, ja_punctuation: bool = False, neologdn: bool = False) -> str:
-    """NFKC (full-width ASCII → half-width, half-width kana → full-width), drop control and zero-width
+    """Optionally NFKC (full-width ASCII → half-width, half-width kana → full-width); drop control and zero-width
     characters, collapse runs of spaces, at most one blank line, strip line ends. Optionally unify Japanese
     punctuation (，． → 、。) and apply neologdn (long-vowel and tilde/hyphen variants, spaces between
     Japanese words), line by line so paragraphs survive."""
@@ -34,5 +44,5 @@ def normalize(text: str, nfkc: bool = True, ja_punctuation: bool = False, neolog
 
         lines = [_neologdn.normalize(line) for line in text.split("\n")]
     else:
-        lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+        lines = [_SPACES.sub(" ", line).strip(" ") for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()

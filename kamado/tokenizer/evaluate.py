@@ -2,7 +2,8 @@
 
 Any SentencePiece `.model` file or Hugging Face tokenizer folder. Per tokenizer and text file: chars/token and
 bytes/token (compression), tokens per MeCab word (how finely words are cut), byte-fallback and unknown rates,
-round-trip identity (decode(encode(t)) == t) and, for a folder holding both tokenizer.json and tokenizer.model,
+the byte-fallback share by character class (hiragana, katakana, kanji, full-width symbols, ASCII, other:
+which characters the vocabulary lacks), round-trip identity (decode(encode(t)) == t) and, for a folder holding both tokenizer.json and tokenizer.model,
 the share of texts where Hugging Face and SentencePiece give the same ids (and how many of the others are exact
 ties: the same pieces in another order, equally scored; see `segmentation_tie`).
 
@@ -20,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
+
+from kamado.tokenizer.charset import CLASSES, char_class
 
 BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 
@@ -40,6 +43,7 @@ class Tokenizer:
     decode: Callable[[list[int]], str]
     byte_ids: frozenset[int]
     unk_id: int | None
+    byte_values: dict[int, int] = field(default_factory=dict)  # byte-fallback id → the byte it stands for
     reference: object | None = None  # the SentencePiece processor of an HF folder's tokenizer.model
 
 
@@ -70,7 +74,8 @@ def _sentencepiece(path: Path) -> Tokenizer:
     return Tokenizer(
         name=path.name, kind="sentencepiece", vocab_size=n,
         encode=lambda texts: sp.encode(texts), decode=lambda ids: sp.decode(ids),
-        byte_ids=frozenset(i for i in range(n) if sp.is_byte(i)), unk_id=sp.unk_id())
+        byte_ids=frozenset(i for i in range(n) if sp.is_byte(i)), unk_id=sp.unk_id(),
+        byte_values={i: int(sp.id_to_piece(i)[3:5], 16) for i in range(n) if sp.is_byte(i)})
 
 
 def _hf(path: Path) -> Tokenizer:
@@ -90,7 +95,8 @@ def _hf(path: Path) -> Tokenizer:
         encode=lambda texts: tok(texts, add_special_tokens=False)["input_ids"],
         decode=lambda ids: tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False),
         byte_ids=frozenset(i for p, i in vocab.items() if BYTE_PIECE.match(p)),
-        unk_id=tok.unk_token_id, reference=ref)
+        unk_id=tok.unk_token_id, reference=ref,
+        byte_values={i: int(p[3:5], 16) for p, i in vocab.items() if BYTE_PIECE.match(p)})
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -161,6 +167,24 @@ class Scores:
     agree: int | None = None
     ties: int = 0  # texts where HF and SentencePiece ids differ only by an equally scored segmentation
     mismatch_examples: list[str] = field(default_factory=list)
+    class_chars: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    class_byte_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    class_fallback_chars: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+
+    def add_classes(self, other: "Scores") -> None:
+        for mine, theirs in ((self.class_chars, other.class_chars), (self.class_byte_tokens, other.class_byte_tokens),
+                             (self.class_fallback_chars, other.class_fallback_chars)):
+            for k, v in theirs.items():
+                mine[k] += v
+
+    def by_class(self) -> dict:
+        """Per character class: its characters, the byte-fallback tokens its characters cost, those as a share of
+        all tokens (the shares add up to byte_fallback_rate) and the share of its characters that fell back."""
+        t = max(self.tokens, 1)
+        return {c: {"chars": self.class_chars[c], "byte_tokens": self.class_byte_tokens[c],
+                    "share_of_tokens": round(self.class_byte_tokens[c] / t, 6),
+                    "chars_fallback_rate": round(self.class_fallback_chars[c] / max(self.class_chars[c], 1), 6)}
+                for c in CLASSES}
 
     def summary(self) -> dict:
         t = max(self.tokens, 1)
@@ -177,7 +201,23 @@ class Scores:
             "sp_hf_ties": None if self.agree is None else self.ties,
             "sp_hf_mismatches": None if self.agree is None else self.texts - self.agree - self.ties,
             "sp_hf_mismatch_examples": self.mismatch_examples,
+            "byte_fallback_by_class": self.by_class(),
         }
+
+
+def count_fallback(ids: list[int], byte_values: dict[int, int], s: Scores) -> None:
+    """Attribute each run of byte-fallback tokens to the characters it spells (UTF-8, one token per byte)."""
+    run: list[int] = []
+    for i in ids + [-1]:
+        if i in byte_values:
+            run.append(byte_values[i])
+            continue
+        if run:
+            for ch in bytes(run).decode("utf-8", errors="replace"):
+                cls = char_class(ch)
+                s.class_byte_tokens[cls] += len(ch.encode("utf-8")) if ch != "\ufffd" else 1
+                s.class_fallback_chars[cls] += 1
+            run = []
 
 
 def count_words(texts: list[str]) -> int:
@@ -200,6 +240,9 @@ def evaluate(tok: Tokenizer, texts: list[str], words: int | None = None, batch: 
             s.bytes += len(text.encode("utf-8"))
             s.tokens += len(x)
             s.byte_tokens += sum(i in tok.byte_ids for i in x)
+            for ch in text:
+                s.class_chars[char_class(ch)] += 1
+            count_fallback(x, tok.byte_values, s)
             s.unk_tokens += sum(i == tok.unk_id for i in x) if tok.unk_id is not None else 0
             s.round_trip_ok += tok.decode(x) == text
             if ref is not None:
@@ -228,6 +271,7 @@ def compare(tokenizers: list[str | Path], text_files: list[str | Path], field: s
             if sc.agree is not None:
                 total.agree += sc.agree  # type: ignore[operator]
                 total.mismatch_examples += sc.mismatch_examples[: 3 - len(total.mismatch_examples)]
+            total.add_classes(sc)
         results.append({"tokenizer": str(path), "name": tok.name, "kind": tok.kind, "vocab_size": tok.vocab_size,
                         "per_file": {k: v.summary() for k, v in per_file.items()}, "all": total.summary()})
     return {"texts": {k: {"texts": len(v), "chars": sum(map(len, v)), "mecab_words": words[k]} for k, v in sets.items()},
@@ -250,6 +294,13 @@ def format_table(report: dict) -> str:
         if len(files) > 1:
             cells += [f"{r['per_file'][f]['chars_per_token']:.3f}" for f in files]
         rows.append("| " + " | ".join(cells) + " |")
+    # which characters the vocabulary lacks: byte-fallback tokens per class, % of all tokens (they sum to byte-fb %)
+    rows += ["", "byte-fallback tokens by character class, % of all tokens (% of the class's characters that fell back)",
+             "| tokenizer | " + " | ".join(CLASSES) + " |", "|" + "---|" * (len(CLASSES) + 1)]
+    for r in report["results"]:
+        by = r["all"]["byte_fallback_by_class"]
+        rows.append(f"| {r['name']} | " + " | ".join(
+            f"{100 * by[c]['share_of_tokens']:.3f} ({100 * by[c]['chars_fallback_rate']:.2f})" for c in CLASSES) + " |")
     return "\n".join(rows)
 
 

@@ -18,6 +18,7 @@ from typing import Iterable
 import sentencepiece as spm
 
 from kamado.recipe import TokenizerConfig
+from kamado.tokenizer.charset import required_set, resolve
 
 # Fixed ids, the same in SentencePiece and in the Hugging Face export (train/ and finetune/ read them from the
 # HF tokenizer's bos/eos/pad_token_id, so they could change; keeping them fixed keeps old runs comparable).
@@ -54,7 +55,9 @@ def trainer_kwargs(cfg: TokenizerConfig) -> dict:
         hard_vocab_limit=not cfg.allow_smaller_vocab,
         byte_fallback=cfg.byte_fallback,
         split_digits=cfg.split_digits,
-        required_chars="0123456789",  # every digit is a piece even where the corpus has few (else byte fallback)
+        # every digit, and (by vocabulary size) kana, Japanese punctuation, full-width forms and JIS X 0208 kanji
+        # are pieces even where the corpus has few or none (else 3 byte-fallback tokens each): see charset.py
+        required_chars=required_set(resolve(cfg.required_chars, cfg.vocab_size)),
         character_coverage=cfg.character_coverage,
         max_sentencepiece_length=cfg.max_piece_length,
         normalization_rule_name=cfg.normalization,
@@ -168,7 +171,8 @@ def _explain(exc: RuntimeError, cfg: TokenizerConfig, text_file: Path) -> Except
     if "required_chars" in str(exc):
         return TokenizerTrainingError(
             f"tokenizer.vocab_size={cfg.vocab_size} is smaller than the characters the corpus needs at "
-            f"tokenizer.character_coverage={cfg.character_coverage}: {msg}")
+            f"tokenizer.character_coverage={cfg.character_coverage} plus tokenizer.required_chars="
+            f"{cfg.required_chars!r} ({resolve(cfg.required_chars, cfg.vocab_size)}): {msg}")
     if "Vocabulary size too high" in str(exc) or "Vocabulary size is smaller than required" in str(exc):
         return TokenizerTrainingError(
             f"tokenizer.vocab_size={cfg.vocab_size} is larger than the training text {text_file} allows ({msg}); "

@@ -29,6 +29,11 @@ def test_compare_counts_match_a_direct_count(small_model, small_hf, tmp_path):
         assert a["byte_fallback_rate"] == round(byte_tokens / tokens, 6) and byte_tokens >= 3 + 4  # 龘 and 😀
         assert a["round_trip"] == 1.0 and a["unk_rate"] == 0.0
         assert 1.0 < a["tokens_per_word"] < 3.0  # MeCab words of this text are about one or two pieces each
+        by = a["byte_fallback_by_class"]  # every byte token is charged to the class of the character it spells
+        assert sum(c["byte_tokens"] for c in by.values()) == byte_tokens
+        assert by["other"]["byte_tokens"] == 4 and by["other"]["chars_fallback_rate"] == 1.0  # 😀: 4 UTF-8 bytes
+        assert by["kanji"]["byte_tokens"] >= 3  # 龘
+        assert by["hiragana"]["chars"] == sum(1 for t in TEXTS for ch in t if "\u3041" <= ch <= "\u309f")
     assert by_kind["hf"]["sp_hf_agreement"] == 1.0 and by_kind["sentencepiece"]["sp_hf_agreement"] is None
     assert report["texts"][str(path)]["mecab_words"] > 20
 
