@@ -85,6 +85,8 @@ def _eval_plan_args(sub) -> None:
                     "answers go to <out>/mt_bench/model_answer/<model-id>.jsonl (alone unless --task is given too)")
     ev.add_argument("--judge", metavar="DIR", help="with --mt-bench: grade the answers with this local model folder")
     ev.add_argument("--model-id", help="with --mt-bench: the model_id in the answer files (default: the model folder's name)")
+    ev.add_argument("--harness", choices=("kamado", "lm-eval"), default="kamado",
+                    help="lm-eval: run lm-evaluation-harness tasks (--task LM_EVAL_TASK=LOCAL_JSONL) offline instead")
     ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
     pl = sub.add_parser("plan", help="compute budget → Chinchilla-optimal parameters and tokens, closest preset")
     pl.add_argument("--gpus", type=int, required=True)
@@ -247,6 +249,10 @@ def _eval(args) -> int:
 
     recipe = _load(args)
     cfg = recipe.eval
+    if args.harness == "lm-eval":
+        from kamado.release.eval.harness import lm_eval_command
+
+        return lm_eval_command(args, recipe)
     if args.task:
         cfg.tasks = []
         for spec in args.task:

@@ -156,6 +156,9 @@ class TokenizerConfig:
     byte_fallback: bool = True
     split_digits: bool = True
     character_coverage: float = 0.9995
+    # characters that are pieces whatever the corpus holds: auto | none | kana | jis_x_0208 (kamado/tokenizer/charset.py;
+    # auto: jis_x_0208 from 16k pieces, kana from 8k, else digits only)
+    required_chars: str = "auto"
     max_piece_length: int = 8
     input_sentence_size: int = 2_000_000  # sampled lines: bounds the trainer's memory
     validation_fraction: float = 0.05  # documents held back as validation token shards
