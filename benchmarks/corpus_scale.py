@@ -251,18 +251,28 @@ def run_datatrove(inputs: Path, work: Path, files: int) -> dict:
             "remove_files": removed}
 
 
-def run_slurm(recipe_path: Path, workdir: Path) -> dict:
+def run_slurm(recipe_path: Path, workdir: Path, timeout: float = 900) -> dict:
+    """`kamado run --executor slurm` (it submits the chained arrays and returns); wait until the queue is empty."""
     from tests.slurm_cluster import LocalSlurmCluster
 
+    run_dir = workdir / "slurm-run"
     with LocalSlurmCluster(workdir / "cluster") as cluster:
+        env = {**os.environ, **cluster.env, "PYTHONPATH": str(ROOT)}
         start = time.perf_counter()
         out = subprocess.run([sys.executable, "-m", "kamado.cli", "run", str(recipe_path), "--executor", "slurm",
-                              "--workdir", str(workdir / "slurm-run")], capture_output=True, text=True,
-                             env={**os.environ, **cluster.env, "PYTHONPATH": str(ROOT)})
+                              "--workdir", str(run_dir)], capture_output=True, text=True, env=env)
+        if out.returncode:
+            return {"error": out.stderr[-2000:]}
+        while time.perf_counter() - start < timeout:
+            if not subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=env).stdout.strip():
+                break
+            time.sleep(1)
         wall = time.perf_counter() - start
-    if out.returncode:
-        return {"error": out.stderr[-2000:]}
-    report = json.loads((workdir / "slurm-run" / "corpus" / "report.json").read_text())
+    report_path = run_dir / "corpus" / "report.json"
+    if not report_path.is_file():
+        logs = sorted(run_dir.rglob("*.err"))
+        return {"error": f"no report after {wall:.0f} s; " + (logs[-1].read_text()[-1500:] if logs else "no job log")}
+    report = json.loads(report_path.read_text())
     return {"wall_s": wall, "phases": report["dedup"]["phases"], "docs_kept": report["docs_kept"]}
 
 
@@ -331,8 +341,13 @@ def main() -> None:
             if args.slurm:
                 s = run_slurm(recipe, folder)
                 raw[f"slurm {scale}x"] = s
-                print(f"{scale}x on Slurm (2 nodes x 1 CPU): " + (f"{s['wall_s']:.1f} s wall, kept {s['docs_kept']:,}, "
-                      f"phases {s['phases']}" if "error" not in s else f"failed: {s['error']}"), flush=True)
+                if "error" in s:
+                    print(f"{scale}x on Slurm: failed: {s['error']}", flush=True)
+                else:
+                    tasks = ", ".join(f"{k} {v['tasks']} tasks {v['seconds']:.1f} s" for k, v in s["phases"].items())
+                    print(f"{scale}x on Slurm (2 nodes x 1 CPU, filter array + 5 dedup arrays + finish): {s['wall_s']:.1f} s "
+                          f"wall from submit to an empty queue; kept {s['docs_kept']:,} (local: {k['docs_kept']:,}); "
+                          f"dedup arrays: {tasks}", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
     print_table(rows)
     if args.json:
