@@ -151,3 +151,72 @@ def add_cleaning_report(report: dict, shard_stats: list[dict], folder: Path, sam
     (folder / "dropped_samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), encoding="utf-8")
     chart(report, folder / "drops.png")
     return report
+
+
+# ------------------------------------------------------------------ one rule that drops (almost) a whole source
+DOMINANT_SHARE = 0.9
+_RULE_KEYS = {  # drop reason → the corpus.rules key(s) whose threshold decides it
+    "too_short": "min_chars", "too_long": "max_chars", "low_japanese_fraction": "min_japanese_fraction",
+    "low_hiragana_fraction": "min_hiragana_fraction", "high_katakana_fraction": "max_katakana_fraction",
+    "ng_words": "max_ng_word_fraction", "short_sentences": "min_avg_sentence_length",
+    "long_sentences": "max_avg_sentence_length", "sentence_too_long": "max_sentence_length",
+    "ellipsis_lines": "max_ellipsis_line_fraction", "bullet_lines": "max_bullet_line_fraction",
+    "duplicate_lines": "max_duplicate_line_fraction", "duplicate_line_chars": "max_duplicate_line_char_fraction",
+    "duplicate_paragraphs": "max_duplicate_paragraph_fraction",
+    "duplicate_paragraph_chars": "max_duplicate_paragraph_char_fraction",
+    "low_compression_ratio": "min_compression_ratio", "low_quality_score": "min_quality_score",
+    "blocked_domain": "blocked_domains",
+}
+
+
+def rule_key(reason: str) -> str | None:
+    if reason.startswith("top_") and reason.endswith("gram"):
+        return f"max_{reason}_char_fraction"  # top_2gram → max_top_2gram_char_fraction
+    if reason.startswith("duplicate_") and reason.endswith("gram"):
+        return f"max_{reason}_char_fraction"
+    return _RULE_KEYS.get(reason)
+
+
+def dominant_rules(cfg, shard_stats: list[dict], share: float = DOMINANT_SHARE) -> list[str]:
+    """One message per (source, rule) where a single rule dropped at least `share` of the source's documents,
+    naming the rule, its recipe key and threshold, and what to change (a short-text corpus meets the
+    400-character minimum this way)."""
+    from kamado.recipe import source_rules
+
+    docs_in: Counter = Counter()
+    dropped: dict[str, Counter] = {}
+    for s in shard_stats:
+        for name, v in s.get("per_source", {}).items():
+            docs_in[name] += v["docs_in"]
+            dropped.setdefault(name, Counter()).update(v.get("dropped", {}))
+    messages = []
+    for i, source in enumerate(cfg.sources):
+        n = docs_in[source.name]
+        for reason, k in sorted(dropped.get(source.name, Counter()).items(), key=lambda kv: -kv[1]):
+            if n == 0 or k / n < share or reason.startswith("rejected:"):
+                continue
+            key = rule_key(reason)
+            rules = source_rules(cfg, i)
+            setting = f"corpus.rules.{key}={getattr(rules, key)!r}" if key and hasattr(rules, key) else "its threshold"
+            hint = (" Short texts (snippets, leads, Q&A): lower min_chars and min_avg_sentence_length for this source, "
+                    f"e.g. corpus.sources[{i}].rules: {{min_chars: 50, min_avg_sentence_length: 0}} (README: "
+                    "short-text corpora).") if reason in ("too_short", "short_sentences") else (
+                    f" Loosen it for this source: corpus.sources[{i}].rules: {{{key}: ...}}." if key else "")
+            messages.append(f"corpus: rule '{reason}' ({setting}) dropped {k:,} of {n:,} documents "
+                            f"({100 * k / n:.0f}%) of source '{source.name}'.{hint}")
+    return messages
+
+
+def warn_dominant_rules(cfg, shard_stats: list[dict]) -> list[str]:
+    """Print `dominant_rules` to stderr; when the rules kept no document at all, fail here with them (before
+    dedup runs on nothing and the stage ends with a bare 'every document was dropped')."""
+    import sys
+
+    messages = dominant_rules(cfg, shard_stats)
+    for m in messages:
+        print(f"kamado {m}", file=sys.stderr, flush=True)
+    kept = sum(s.get("kept", 0) for s in shard_stats)
+    docs_in = sum(s.get("docs_in", 0) for s in shard_stats)
+    if docs_in and kept == 0 and messages:
+        raise RuntimeError(f"corpus: the rules dropped every one of {docs_in:,} documents. " + " ".join(messages))
+    return messages

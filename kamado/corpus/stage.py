@@ -29,7 +29,7 @@ from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
 from kamado.corpus.plan import ensure_plan
 from kamado.corpus.readers import Rejected, iter_source_file
-from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report
+from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
 from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
@@ -144,6 +144,7 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | 
         if not done.is_file():
             raise RuntimeError(f"corpus shard {shard} of {num_shards} is not done ({done} missing)")
         shard_stats.append(json.loads(done.read_text()))
+    warn_dominant_rules(cfg, shard_stats)  # one rule dropping ≥ 90% of a source: say which, before dedup (and any failure)
 
     # Exact, near and contained duplicates, contamination: each cluster keeps its first document in input order.
     if dedup_phases is None:
