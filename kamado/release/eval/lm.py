@@ -64,13 +64,13 @@ class LM:
             for row, x in enumerate(inputs):  # right padding: real positions keep their position ids
                 ids[row, : len(x)] = torch.tensor(x)
                 mask[row, : len(x)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1).cpu()
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for row, i in enumerate(batch):
                 seq, n_cont = encoded[i]
                 length = len(seq) - 1
-                target = torch.tensor(seq[-n_cont:])
-                lp = logprobs[row, length - n_cont: length]
+                target = torch.tensor(seq[-n_cont:], device=logits.device)
+                # log-softmax of the continuation's positions only: the context's rows are never needed
+                lp = torch.log_softmax(logits[row, length - n_cont: length].float(), dim=-1)
                 picked = lp.gather(1, target[:, None])[:, 0]
                 out[i] = Score(float(picked.sum()), n_cont, bool((lp.argmax(-1) == target).all()))
         return out  # type: ignore[return-value]
