@@ -64,8 +64,9 @@ class CheckpointManager:
         tag = self.latest()
         if tag is None:
             return None
-        self.check(tag)
-        path, client = engine.load_checkpoint(str(self.folder), tag=tag)
+        from kamado.train.elastic import load_any_world_size  # identity check + load; reshards a changed world size
+
+        path, client = load_any_world_size(self, engine, tag)
         if path is None:
             raise IncompatibleCheckpoint(f"{self.folder / tag}: DeepSpeed could not load it")
         return client
