@@ -85,6 +85,9 @@ def _eval_plan_args(sub) -> None:
                     "answers go to <out>/mt_bench/model_answer/<model-id>.jsonl (alone unless --task is given too)")
     ev.add_argument("--judge", metavar="DIR", help="with --mt-bench: grade the answers with this local model folder")
     ev.add_argument("--model-id", help="with --mt-bench: the model_id in the answer files (default: the model folder's name)")
+    ev.add_argument("--task-index", type=int, metavar="I", help="run only task I of the list (one Slurm array task); "
+                    "results go to <out>/tasks/I/, joined by --merge")
+    ev.add_argument("--merge", action="store_true", help="join <out>/tasks/*/ (from --task-index runs) into <out>/results.json")
     ev.add_argument("--harness", choices=("kamado", "lm-eval"), default="kamado",
                     help="lm-eval: run lm-evaluation-harness tasks (--task LM_EVAL_TASK=LOCAL_JSONL) offline instead")
     ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
@@ -187,15 +190,16 @@ def _state(ws, stage: str) -> str:
         return "pending"
     if not is_marked(folder):
         return "blocked: a folder kamado did not create has this stage's name"
-    if ws.is_done(stage):
-        return "done"
     done = ws.read_done(stage)
     trained = ws.trained_steps(stage)
     if trained is not None and done.get("fingerprint") == ws.fingerprint(stage):
         want = ws.recipe.stage_config(stage).max_steps
         if trained < want:
             return f"extend: trained {trained} of {want} steps (resumes from its newest checkpoint)"
-        return f"refused: trained {trained} steps, max_steps is {want}"
+        if trained > want:
+            return f"refused: trained {trained} steps, max_steps is {want} (raise it, or run --fresh {stage})"
+    if ws.is_done(stage):
+        return "done"
     return "changed: will be redone (the folder is moved aside)" if done else "started"
 
 
@@ -278,6 +282,12 @@ def _eval(args) -> int:
     if not (model / "config.json").is_file():
         raise RecipeError(f"--model: no HF model (config.json) in {model}")
     out = Path(args.out) if args.out else ws.root / "eval"
+    if args.task_index is not None or args.merge:
+        from kamado.release.eval.tasks import split_or_merge
+
+        out, done = split_or_merge(args, cfg, out)
+        if done:
+            return 0
     if args.mt_bench:
         from kamado.release.eval.mtbench import mt_bench_command
 
