@@ -139,3 +139,20 @@ def test_kamado_eval_new_tasks_from_the_command_line(random_model_dir, tok_recip
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(t["task"], t["items"], t["shots"]) for t in results["tasks"]] == [("jmmlu", 3, 1), ("mgsm", 3, 1)]
     assert results["tasks"][1]["fewshot_source"].startswith("1 items drawn from") and "mgsm-ja-fewshot.tsv" in results["tasks"][1]["fewshot_source"]
+
+
+def test_tasks_split_by_index_and_merged_like_an_array_job(random_model_dir, tok_recipe, tmp_path):
+    from kamado.cli import main
+
+    base = ["eval", str(ROOT / "recipes" / "tiny-cpu.yaml"), "--workdir", tok_recipe.workdir, "--model", str(random_model_dir),
+            "--task", f"jsts={SAMPLE / 'jsts-sample.jsonl'}", "--task", f"jmmlu={SAMPLE / 'jmmlu-sample'}", "--limit", "4",
+            "--out", str(tmp_path)]
+    assert main(base + ["--merge"]) == 1  # nothing to merge yet: a clear error
+    for i in (1, 0):  # array tasks finish in any order
+        assert main(base + ["--task-index", str(i)]) == 0
+    assert [t["task"] for t in json.loads((tmp_path / "tasks" / "1" / "results.json").read_text())["tasks"]] == ["jmmlu"]
+    assert main(base + ["--merge"]) == 0
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert [t["task"] for t in merged["tasks"]] == ["jsts", "jmmlu"]  # the recipe's order
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["jmmlu-0shot.jsonl", "jsts-0shot.jsonl"]
+    assert main(base + ["--task-index", "2"]) == 1

@@ -19,8 +19,9 @@ from kamado.recipe import EvalConfig
 from kamado.release.eval.data import EvalDataError
 from kamado.release.eval.lm import LM
 from kamado.release.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
+from kamado.release.portable import write_text_durable
 
-__all__ = ["evaluate", "format_table", "EvalDataError", "heldback_texts"]
+__all__ = ["evaluate", "format_table", "merge_results", "EvalDataError", "heldback_texts"]
 
 
 def heldback_texts(tokens_dir: Path, tokenizer) -> list[str]:
@@ -62,14 +63,33 @@ def evaluate(cfg: EvalConfig, model_dir: str | Path, tokens_dir: Path | None = N
         results["tasks"].append(summary)
         log(f"[kamado] eval {_label(summary)}: {_headline(summary)}")
         if out_dir is not None and records:
-            pred_dir = Path(out_dir) / "predictions"
-            pred_dir.mkdir(parents=True, exist_ok=True)
-            with open(pred_dir / f"{task.name}-{task.shots}shot.jsonl", "w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            write_text_durable(Path(out_dir) / "predictions" / f"{task.name}-{task.shots}shot.jsonl",
+                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
-        (Path(out_dir) / "results.md").write_text(format_table(results) + "\n", encoding="utf-8")
+        _write_results(Path(out_dir), results)
+    return results
+
+
+def _write_results(out_dir: Path, results: dict) -> None:
+    write_text_durable(out_dir / "results.md", format_table(results) + "\n")
+    write_text_durable(out_dir / "results.json", json.dumps(results, ensure_ascii=False, indent=2))  # last: "finished"
+
+
+def merge_results(part_dirs: list[Path], out_dir: Path) -> dict:
+    """One results.json/md and predictions/ from the folders of an evaluation split over tasks (a Slurm array:
+    `kamado eval --task-index I` per array task, then `kamado eval --merge`), in task order."""
+    parts = []
+    for d in part_dirs:
+        if not (d / "results.json").is_file():
+            raise EvalDataError(f"{d}: no results.json: that evaluation task did not finish (rerun its --task-index)")
+        parts.append(json.loads((d / "results.json").read_text(encoding="utf-8")))
+    if not parts:
+        raise EvalDataError(f"{out_dir}: no per-task results (tasks/*/results.json) to merge")
+    results = {"model": parts[0]["model"], "max_length": parts[0]["max_length"], "tasks": [t for p in parts for t in p["tasks"]]}
+    for d in part_dirs:
+        for pred in sorted((d / "predictions").glob("*.jsonl")):
+            write_text_durable(out_dir / "predictions" / pred.name, pred.read_text(encoding="utf-8"))
+    _write_results(out_dir, results)
     return results
 
 

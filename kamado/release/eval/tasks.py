@@ -168,3 +168,18 @@ def _score_similarity(lm: LM, prompts: list[str], items: list[Item], summary: di
         records.append({"id": it.id, "label": it.target, "pred": round(pred, 4)})
     summary.update(pearson=pearson(preds, golds), spearman=spearman(preds, golds))
     return records
+
+
+def split_or_merge(args, cfg, out: Path) -> tuple[Path, bool]:
+    """`kamado eval --task-index I`: keep only task I and write to <out>/tasks/I (returns that folder, False);
+    `kamado eval --merge`: join <out>/tasks/*/ into <out> (returns out, True: nothing else to run)."""
+    from kamado.release.eval import format_table, merge_results
+
+    if args.merge:
+        parts = sorted((p for p in (out / "tasks").glob("*") if p.is_dir()), key=lambda p: int(p.name))
+        print(format_table(merge_results(parts, out)))
+        return out, True
+    if not 0 <= args.task_index < len(cfg.tasks):
+        raise EvalDataError(f"--task-index {args.task_index}: the recipe lists {len(cfg.tasks)} evaluation tasks (0..{len(cfg.tasks) - 1})")
+    cfg.tasks = [cfg.tasks[args.task_index]]
+    return out / "tasks" / str(args.task_index), False
