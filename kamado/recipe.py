@@ -135,7 +135,7 @@ class DedupConfig:
 @dataclass
 class CorpusConfig:
     sources: list[CorpusSource] = field(default_factory=list)
-    nfkc: bool = True
+    nfkc: bool = False  # keep text as written (issue 17): the tokenizer covers full-width forms (required_chars)
     ja_punctuation: bool = False  # unify ，． into 、。 (after NFKC: "," "." between Japanese characters)
     neologdn: bool = False  # neologdn normalization (long-vowel marks, tilde/hyphen variants, spacing)
     rules: QualityRules = field(default_factory=QualityRules)

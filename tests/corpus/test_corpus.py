@@ -52,7 +52,7 @@ def test_corpus_stage_counts_every_document(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs[13:])
     (tmp_path / "r.yaml").write_text(
-        "name: t\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: 3\n"
+        "name: t\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: 3\n  nfkc: true\n"  # dup-width: NFKC on
         # short test documents: Swallow's 400-character and 20-character-sentence minimums are switched down
         "  rules: {min_chars: 50, min_hiragana_fraction: 0.1, min_avg_sentence_length: 0}\n  sources:\n"
         "    - {name: a, paths: [a.jsonl]}\n    - {name: b, paths: ['*.jsonl.gz']}\n", encoding="utf-8")
