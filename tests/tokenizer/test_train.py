@@ -99,3 +99,25 @@ def test_bad_training_input_is_a_clear_error(tmp_path):
     # a larger vocabulary than the data allows is taken when asked for
     sp = spm.SentencePieceProcessor(model_file=str(train_sample(tmp_path, config(vocab_size=60_000, allow_smaller_vocab=True))))
     assert sp.get_piece_size() < 60_000
+
+
+def test_required_chars_are_pieces_even_when_the_corpus_lacks_them(tmp_path):
+    """Issue 17: the documented set (kana, Japanese and full-width punctuation/symbols, full-width digits, the
+    ideographic space) is in the vocabulary whatever the sample holds: no byte fallback on `回答：` or （０）！"""
+    from kamado.tokenizer.charset import jis_row, required_set, resolve
+
+    kana = required_set("kana")
+    assert "\u3000" in kana and all(c in kana for c in "、。（）！？：０９Ａｚぁゔァヶー・「」")
+    full = required_set("jis_x_0208")
+    assert len(full) - len(kana) == 6355  # JIS X 0208 level 1 + 2 kanji, from the euc_jp codec
+    assert jis_row(16).startswith("亜") and jis_row(84).startswith("堯")
+    assert resolve("auto", 48_000) == "jis_x_0208" and resolve("auto", 8_000) == "kana" and resolve("auto", 2_500) == "none"
+    model = train_sample(tmp_path, config(vocab_size=3000, required_chars="kana"))
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    missing = [c for c in kana if sp.piece_to_id(c) == sp.unk_id()]
+    assert not missing, missing[:20]
+    for text in ("：はい", "（０）！？　「ゔ」", "ＡＢＣ１２３"):  # required characters only: not one byte piece
+        ids = sp.encode(text)
+        assert not any(sp.is_byte(i) for i in ids) and sp.decode(ids) == text, text
+    with pytest.raises(TokenizerTrainingError, match="required_chars"):
+        train_sample(tmp_path, config(vocab_size=1000, required_chars="jis_x_0208"))
