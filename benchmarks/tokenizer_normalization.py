@@ -65,6 +65,9 @@ def row(label: str, nfkc: bool, normalization: str, required: str, sources: dict
                 setattr(total, key, getattr(total, key) + getattr(sc, key))
             total.add_classes(sc)
     s = total.summary()
+    prompt = "質問：主に子ども向けのもので、イラストのついた物語が書かれているものはどれ？\n回答："  # kamado's JCQA prompt
+    ids = tok.encode([prompt])[0]
+    out["jcqa_prompt_tokens"] = [len(ids), sum(i in tok.byte_ids for i in ids)]
     out.update(chars_per_token=s["chars_per_token"], byte_fallback_rate=s["byte_fallback_rate"],
                round_trip=s["round_trip"], round_trip_to_nfkc=round(nfkc_trip / texts, 6),
                byte_fallback_by_class={c: v["share_of_tokens"] for c, v in s["byte_fallback_by_class"].items()})
@@ -93,6 +96,7 @@ def main() -> None:
             print(f"| {label} | {r['vocab']:,} | {r['chars_per_token']:.3f} | {100 * r['byte_fallback_rate']:.3f} | "
                   f"{100 * r['round_trip']:.2f}% | {100 * r['round_trip_to_nfkc']:.2f}% | "
                   + " | ".join(f"{100 * r['byte_fallback_by_class'][c]:.3f}" for c in CLASSES) + " |", flush=True)
+            print(f"    JCommonsenseQA prompt: {r['jcqa_prompt_tokens'][0]} tokens, {r['jcqa_prompt_tokens'][1]} byte fallback")
             print("    per set: " + "; ".join(f"{k} {v['chars_per_token']:.3f} c/t, {100 * v['byte_fallback_rate']:.3f}% fb"
                                             for k, v in r["per_set"].items()), flush=True)
             if args.json:
