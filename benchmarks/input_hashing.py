@@ -41,7 +41,8 @@ def main() -> None:
         with open(big, "wb") as fh:
             for _ in range(args.big_mib):
                 fh.write(os.urandom(1 << 20))
-        assert big.stat().st_size > SAMPLE_ABOVE
+        if big.stat().st_size <= SAMPLE_ABOVE:
+            raise SystemExit(f"--big-mib must exceed the sampling threshold ({SAMPLE_ABOVE >> 20} MiB)")
         hasher, start = InputHasher(work), time.perf_counter()
         ident = hasher.identity(str(big))
         print(f"{args.big_mib} MiB file: sampled={ident.get('sampled', False)} in {time.perf_counter() - start:.3f} s")

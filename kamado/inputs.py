@@ -22,7 +22,7 @@ from typing import Any
 from kamado.recipe import Recipe
 
 SAMPLE_ABOVE = 64 << 20  # bytes: larger files are hashed on samples
-SAMPLE_BLOCK = 4 << 20  # bytes in each of the head, middle and tail samples
+SAMPLE_BLOCK = 1 << 20  # bytes in each of the head, middle and tail samples
 CACHE_FILE = ".input-hashes.json"
 
 
@@ -90,6 +90,15 @@ class InputHasher:
             except (OSError, ValueError):  # no cache yet, or a torn one: it is only a cache
                 self.cache = {}
         return self.cache
+
+    def identities(self, paths: list[str]) -> dict[str, dict[str, Any]]:
+        """identity() of each path; files not in the cache are hashed on a few threads (hashlib releases the
+        GIL), so the first fingerprint of a corpus of many files is bound by the disk, not one core."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._load()
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            return dict(zip(paths, pool.map(self.identity, paths)))
 
     def identity(self, path: str) -> dict[str, Any]:
         try:

@@ -98,7 +98,7 @@ class Workspace:
         upstream = self.read_done(prev) if prev else None
         # A previous stage that is not done has no fingerprint yet; whoever asks must run it first.
         upstream_key = {"stage": prev, "fingerprint": upstream.get("fingerprint"), "finished_at": upstream.get("finished_at")} if upstream else None
-        inputs = {path: self.hasher.identity(path) for path in expand(self.recipe, stage)}
+        inputs = self.hasher.identities(expand(self.recipe, stage))
         self.hasher.save()
         return {"stage": stage, "config": result_config(self.recipe.stage_config(stage)), "inputs": inputs,
                 "upstream": upstream_key}
@@ -235,7 +235,7 @@ class Workspace:
         out = []
         for path in sorted(self.root.glob(f"*{SUPERSEDED_INFIX}*")):
             info = _read_json(path / SUPERSEDED)
-            if path.is_dir() and info is not None and path.name.split(SUPERSEDED_INFIX)[0] in STAGES:
+            if path.is_dir() and info is not None and is_marked(path) and path.name.split(SUPERSEDED_INFIX)[0] in STAGES:
                 out.append((path, info))
         return sorted(out, key=lambda item: item[1].get("superseded_at", 0))
 
