@@ -73,3 +73,22 @@ def test_missing_and_empty_inputs_fail_naming_the_file(tmp_path):
     p = write(tmp_path, "name: x\nworkdir: w\nsft:\n  data: [nope.jsonl]\n")
     with pytest.raises(RecipeError, match=r"sft.data\[0\].*nope.jsonl"):
         check_inputs(load_recipe(p), ["sft"], str(p))
+
+
+@pytest.mark.parametrize("paths,workdir,refused", [
+    ("['data/*.jsonl']", "data/run", False),  # one level: cannot reach into data/run/
+    ("['data/**/*.jsonl']", "data/run", True),  # recursive glob over the workdir
+    ("['data/*/*.jsonl']", "data", True),  # matches data/corpus/x.jsonl: a stage folder
+    ("[data]", "data/run", True),  # a source folder holding the workdir
+    ("[data/a.jsonl]", "run", False),
+    ("[run/sft/a.jsonl]", "run", True),  # an input inside a stage folder (any stage's name)
+])
+def test_workdir_overlapping_a_corpus_source_is_refused(tmp_path, paths, workdir, refused):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"text": "x"}\n')
+    p = write(tmp_path, f"name: t\nworkdir: {workdir}\nstages: [corpus]\ncorpus:\n  sources:\n    - {{name: s, paths: {paths}}}\n")
+    if refused:
+        with pytest.raises(RecipeError, match="corpus.sources\\[0\\].paths"):
+            load_recipe(p)
+    else:
+        load_recipe(p)

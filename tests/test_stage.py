@@ -86,3 +86,21 @@ def test_fingerprint_leaves_out_operational_and_extendable_keys(tmp_path):
     assert {s: ops.fingerprint(s) for s in base} == base
     changed = Workspace(tiny_recipe(tmp_path, "corpus.dedup.seed=7"))
     assert changed.fingerprint("corpus") != base["corpus"] and changed.fingerprint("tokenizer") == base["tokenizer"]
+
+
+@pytest.mark.parametrize("stage,key,suffix", [
+    ("corpus", "corpus.dedup.decontam_paths=[{}]", ".jsonl"),
+    ("corpus", "corpus.rules.ng_word_files=[{}]", ".txt"),
+    ("tokenizer", "tokenizer.extend_from={}", ".model"),
+    ("dpo", "dpo.data=[{}]", ".jsonl"),
+    ("release", "eval.tasks=[{{name: jnli, path: {}}}]", ".json"),
+])
+def test_an_edited_input_file_changes_its_stages_fingerprint_only(tmp_path, stage, key, suffix):
+    f = tmp_path / f"input{suffix}"
+    f.write_text('{"text": "一行目"}\n', encoding="utf-8")
+    recipe = tiny_recipe(tmp_path, key.format(f))
+    ws = Workspace(recipe)
+    before = {s: ws.fingerprint(s) for s in recipe.stages}
+    f.write_text('{"text": "二行目"}\n', encoding="utf-8")  # same size, other content
+    after = {s: ws.fingerprint(s) for s in recipe.stages}
+    assert [s for s in recipe.stages if before[s] != after[s]] == [stage]
