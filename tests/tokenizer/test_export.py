@@ -29,6 +29,10 @@ def test_hf_ids_identical_to_sentencepiece(small_model, small_hf):
         assert hf.decode(ids) == text
     assert hf("猫")["input_ids"][0] == 1  # BOS added by default, no EOS
     assert (small_hf / "tokenizer.json").is_file() and (small_hf / "tokenizer.model").is_file()
+    # a form transformers 4.5x reads too (tests/release/test_portable.py loads a release with 4.57)
+    cfg = json.loads((small_hf / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "extra_special_tokens" not in cfg
+    assert [cfg[k] for k in ("unk_token", "bos_token", "eos_token", "pad_token")] == ["<unk>", "<s>", "</s>", "<pad>"]
 
 
 def test_hf_ids_identical_on_unseen_japanese_evaluation_text(small_model, small_hf):
