@@ -13,6 +13,10 @@ Runs after the filter shards, as five sharded phases (each a Slurm array in wait
                 per cluster (the first in input order), contained documents resolved, removal list per shard
     apply       one task per group of filter shards: drop the removed documents, write the final data shards
 
+Locally (`run_local`) a small corpus (filter shards under SMALL_INPUT_BYTES) runs every task in the stage's own
+process, apply reusing the lines signatures decompressed; a larger one uses a pool of `corpus.workers` processes.
+Same tasks, same files, same results either way (tests/corpus/test_dedup_stage.py).
+
 Every task writes checksummed outputs and a done-marker (`store.py`); every task checks the checksums of what
 it reads and refuses truncated or corrupt input with an error naming the file and the phase that wrote it.
 
