@@ -10,7 +10,7 @@ corpus. At k x, copy 0 is the base and copies 1..k-1 are perturbed (odd copies: 
 near duplicate; even copies: paragraphs shuffled and 30% replaced, new text for MinHash), so dedup has work that
 grows with the corpus. Inputs are plain JSONL files, two per shard.
 
-kamado: the recipe's defaults (NFKC, PII masking) with `corpus.dedup.near: true`, `num_shards` = 2 x scale and
+kamado: the recipe's defaults (normalization, PII masking) with `corpus.dedup.near: true`, `num_shards` = 2 x scale and
 every quality rule's threshold off (the rules are still computed, but every document reaches dedup, as every
 document reaches datatrove's), run the way a Slurm array runs it: every filter shard, then every task of every
 dedup phase, each in one of two spawned workers (this machine's cores) that resets its peak-RSS mark (VmHWM) at
