@@ -396,7 +396,7 @@ class PPOTrainer:
             self.step, self.kl.value = int(client["step"]), float(client["kl_coef"])
             if env.rank == 0:
                 print(f"[kamado] ppo: resumed at step {self.step}", flush=True)
-        metrics = MetricsWriter(self.out_dir, env.rank == 0)
+        metrics = MetricsWriter(self.out_dir, env.rank == 0, resume_step=self.step)
         rewards, stopped = [], None
         while self.step < cfg.max_steps:
             t0 = time.time()
@@ -418,7 +418,9 @@ class PPOTrainer:
                 stopped = "signal"
                 self.save()
                 if env.rank == 0:
-                    (self.out_dir / "STOPPED.json").write_text(json.dumps({"reason": stopped, "step": self.step}))
+                    from kamado.durable import write_atomic
+
+                    write_atomic(self.out_dir / "STOPPED.json", json.dumps({"reason": stopped, "step": self.step}))
                 break
             if self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
                 self.save()

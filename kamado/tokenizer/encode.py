@@ -1,7 +1,8 @@
 """Packed token shards: every document's ids followed by EOS, concatenated into one flat array per shard.
 
 `<split>-<i>.bin` holds raw little-endian ids (uint16 below 65,536 ids, else uint32); `index.json` lists the
-shards with their dtype, token and document counts so a loader can memory-map them without reading them.
+shards with their dtype, token and document counts, size in bytes and digest (tokenizer/shard_check.py), so a
+loader can memory-map them without reading them, and every training run checks them first.
 
 Encoding is sharded like the corpus: `encode_shard` turns corpus shard i into train-i.bin and val-i.bin and ends
 with its own done-marker `shard-i.json`, so the same function runs in a local process pool (`encode_corpus`) or
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from kamado.durable import fsync_dir, write_atomic
+from kamado.tokenizer.shard_check import shard_digest, verify_shards
 
 BATCH_DOCS = 512  # documents per SentencePiece batch call: amortises the Python → C++ crossing
 
@@ -46,7 +50,10 @@ def write_token_shard(path: Path, docs: Iterable[list[int]], eos_id: int, dtype:
             fh.write(arr.tobytes())
             n_tokens += len(arr)
             n_docs += 1
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
     return n_tokens, n_docs
 
 
@@ -55,7 +62,9 @@ def load_index(tokens_dir: Path) -> dict:
 
 
 def open_shards(tokens_dir: Path, split: str) -> list[np.memmap]:
+    """The shards of `split`, memory-mapped, after checking their sizes and digests against index.json."""
     index = load_index(tokens_dir)
+    verify_shards(tokens_dir, index, split)
     dtype = np.dtype(index["dtype"])
     return [np.memmap(tokens_dir / s["file"], dtype=dtype, mode="r") for s in index["shards"] if s["split"] == split and s["tokens"] > 0]
 
@@ -134,11 +143,10 @@ def encode_shard(sp_model: str, corpus_shard: str, tokens_dir: str, shard: int, 
         texts = (d["text"] for d in _iter_docs(Path(corpus_shard)) if is_validation(d["id"], validation_fraction) == want_val)
         name = f"{split}-{shard:05d}.bin"
         n_tok, n_docs = write_token_shard(out / name, _encoded(sp, texts), eos, dtype)
-        entries.append({"file": name, "split": split, "tokens": n_tok, "docs": n_docs, "source": Path(corpus_shard).name})
+        entries.append({"file": name, "split": split, "tokens": n_tok, "docs": n_docs, "source": Path(corpus_shard).name,
+                        "bytes": (out / name).stat().st_size, "digest": shard_digest(out / name)})
     result = {"shard": shard, "shards": entries}
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, marker)
+    write_atomic(marker, json.dumps(result))
     return result
 
 
@@ -151,9 +159,7 @@ def write_index(tokens_dir: Path, num_shards: int, sp_model: str) -> dict:
     index = {"dtype": token_dtype(sp.get_piece_size()).name, "eos_id": sp.eos_id(), "vocab_size": sp.get_piece_size(), "shards": []}
     for i in range(num_shards):
         index["shards"] += json.loads((tokens_dir / f"shard-{i:05d}.json").read_text())["shards"]
-    tmp = tokens_dir / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, tokens_dir / "index.json")
+    write_atomic(tokens_dir / "index.json", json.dumps(index, indent=2))
     return index
 
 

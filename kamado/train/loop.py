@@ -21,13 +21,14 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
+from kamado.durable import write_atomic
 from kamado.recipe import TrainConfig
 from kamado.train.checkpoint import CheckpointManager
 from kamado.train.data import batch_indices
 from kamado.train.dist import DistEnv
 from kamado.train.dsconfig import deepspeed_config
 from kamado.train.metrics import MetricsWriter, device_peak_tflops, memory_mb, plot_loss_curve
-from kamado.train.schedule import lr_multiplier
+from kamado.train.schedule import SchedulePlan, resume_plan
 from kamado.train.stability import NonFiniteGuard, SpikeDetector
 
 STOPPED_EXIT_CODE = 3  # checkpointed and stopped (signal or too many non-finite steps); rerun resumes
@@ -81,7 +82,10 @@ class TrainLoop:
             model.config.use_cache = False
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                       betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg))
+        # The plan is replaced on resume when max_steps changed (train/schedule.py); a function, not the plan
+        # itself, goes to LambdaLR, which would otherwise save the plan's fields and restore them over the new plan.
+        self.schedule = SchedulePlan.from_config(cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.schedule(step))
         self.ds_config = deepspeed_config(cfg, env.world_size, task.name)
         if env.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,7 @@ class TrainLoop:
         self.skipped = NonFiniteGuard(cfg.max_nonfinite_in_a_row)
         self.stop = StopFlag()
         self.peak_tflops = device_peak_tflops()
+        self.metrics: MetricsWriter | None = None
 
     # ------------------------------------------------------------ helpers
     def _to_device(self, batch: dict) -> dict:
@@ -113,14 +118,17 @@ class TrainLoop:
         return t.item() == 0
 
     def save(self) -> str:
-        return self.checkpoints.save(self.engine, self.step, {"step": self.step, "skipped_steps": self.skipped.total})
+        if self.metrics is not None:
+            self.metrics.sync()  # the records up to this step are on disk before a checkpoint says they happened
+        client = {"step": self.step, "skipped_steps": self.skipped.total, "schedule": self.schedule.to_dict()}
+        return self.checkpoints.save(self.engine, self.step, client)
 
     def _write_stopped(self, reason: str) -> None:
         if self.env.rank == 0:
             why: dict[str, Any] = {"reason": reason}
             if reason == "signal":  # rank 0's own signal; "peer" when only another rank got one (all agree to stop)
                 why["signal"] = self.stop.signal_name or "peer"
-            (self.out_dir / "STOPPED.json").write_text(json.dumps({**why, "step": self.step}))
+            write_atomic(self.out_dir / "STOPPED.json", json.dumps({**why, "step": self.step}))
 
     def validate(self) -> float | None:
         self.engine.eval()
@@ -148,9 +156,12 @@ class TrainLoop:
         if client is not None:
             self.step = int(client["step"])
             self.skipped.total = int(client.get("skipped_steps", 0))
+            self.schedule, change = resume_plan(client.get("schedule"), cfg, self.step)
             if env.rank == 0:
-                print(f"[kamado] {self.task.name}: resumed from {self.ckpt_dir / self.checkpoints.latest()} at step {self.step}", flush=True)
-        metrics = MetricsWriter(self.out_dir, env.rank == 0)
+                print(f"[kamado] {self.task.name}: resumed from {self.ckpt_dir / self.checkpoints.loaded_tag} at step {self.step}", flush=True)
+                if change:
+                    print(f"[kamado] {self.task.name}: {change}", flush=True)
+        metrics = self.metrics = MetricsWriter(self.out_dir, env.rank == 0, resume_step=self.step)
         spikes = SpikeDetector(cfg.spike_sigma)
         first_loss = last_loss = None
         tokens_total = 0
@@ -234,7 +245,8 @@ class TrainLoop:
         final_val = None if stopped else self.validate()
         if env.rank == 0:
             if final_val is not None:
-                metrics.write({"step": self.step, "val_loss": round(final_val, 6), "val_ppl": round(math.exp(min(final_val, 50)), 3)})
+                metrics.write({"step": self.step, "val_loss": round(final_val, 6), "val_ppl": round(math.exp(min(final_val, 50)), 3),
+                               "final": True})
             metrics.close()
             plot_loss_curve(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png", f"{self.task.name} loss")
         return LoopResult(self.step, first_loss, last_loss, final_val, tokens_total, stopped, self.skipped.total)

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from kamado.durable import write_atomic
+
 # Dense bf16 peak TFLOP/s per GPU (vendor datasheets, without sparsity).
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
 
@@ -38,32 +40,93 @@ def memory_mb(device: torch.device) -> dict[str, float]:
     return {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-class MetricsWriter:
-    """Rank 0 writes; JSONL is appended so a resumed run continues the same file."""
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of an appended JSONL log and the numbers of lines that are not a JSON object (a line torn by
+    a kill in the middle of a write: the rest of the log is still good)."""
+    records: list[dict[str, Any]] = []
+    bad: list[int] = []
+    if not path.is_file():
+        return records, bad
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(number)
+    return records, bad
 
-    def __init__(self, out_dir: Path, enabled: bool):
+
+def trim_for_resume(path: Path, resume_step: int) -> dict[str, int]:
+    """Make a step log fit a run resumed at `resume_step`: cut torn lines, and drop the records of steps after the
+    checkpoint (the resumed run writes them again) and the end-of-run records at it (`final`), so no step appears
+    twice. Rewritten atomically; returns what was dropped."""
+    records, bad = read_jsonl(path)
+    kept = [r for r in records if not _after(r, resume_step)]
+    dropped = {"torn_lines": len(bad), "records_after_resume_step": len(records) - len(kept)}
+    if bad or len(kept) != len(records):
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return dropped
+
+
+def _after(record: dict[str, Any], resume_step: int) -> bool:
+    step = record.get("step")
+    if not isinstance(step, int):
+        return False
+    return step > resume_step or (step == resume_step and bool(record.get("final")))
+
+
+class MetricsWriter:
+    """Rank 0 writes; JSONL is appended so a resumed run continues the same file, trimmed to the resume step
+    first (and TensorBoard purges its events from that step on)."""
+
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int = 0):
         self.enabled = enabled
         self.jsonl = out_dir / "metrics.jsonl"
         self.tb = None
+        self._fh = None
         if enabled:
+            dropped = trim_for_resume(self.jsonl, resume_step)
+            if any(dropped.values()):
+                print(f"[kamado] {self.jsonl}: resumed at step {resume_step}: dropped {dropped['torn_lines']} torn "
+                      f"line(s) and {dropped['records_after_resume_step']} record(s) of later steps", flush=True)
+            self._fh = open(self.jsonl, "a", encoding="utf-8")
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
             except ImportError:  # tensorboard is optional; JSONL is the record
                 self.tb = None
 
     def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
+        if self._fh is None:
             return
-        with open(self.jsonl, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._fh.write(json.dumps(record) + "\n")  # one write per record: a kill tears at most the last line
+        self._fh.flush()
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "time") and value is not None:
                     self.tb.add_scalar(key, value, record["step"])
 
+    def sync(self) -> None:
+        """Make every record so far durable (before a checkpoint: a resume never re-writes steps it covers)."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
+        self.sync()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
         if self.tb is not None:
             self.tb.close()
 
@@ -76,9 +139,9 @@ def plot_loss_curve(metrics_path: Path, out_png: Path, title: str) -> Path | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    rows, _ = read_jsonl(metrics_path)  # a torn last line (a kill mid-write) is skipped, never fatal
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None and "step" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None and "step" in r]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), label="train loss", linewidth=1)

@@ -118,7 +118,9 @@ def run_worker(stage: str, workdir: str, build: Callable, export: Callable | Non
             "world_size": env.world_size, "zero_stage": cfg.zero_stage, "precision": cfg.precision,
             "seconds": round(time.time() - start, 1), **info,
         }
-        (out_dir / "result.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        from kamado.durable import write_atomic
+
+        write_atomic(out_dir / "result.json", json.dumps(summary, indent=2, ensure_ascii=False))
     dist.barrier()
     dist.destroy_process_group()
     return 0
@@ -155,7 +157,7 @@ def export_final(loop, ws, stage: str, tokenizer, env, rebuild: Callable | None 
     prompts = ws.recipe.release.prompts
     module = loop.engine.module
     logits = reference_logits(module, tokenizer, prompts, loop.device) if causal else []
-    tag = (loop.ckpt_dir / "latest").read_text().strip()
+    tag = loop.checkpoints.latest()  # the final save's: complete, every rank's files checked
     # After training, models are built whole again: drop the ZeRO-3 switch transformers reads (else rank 0's
     # model construction below would run under zero.Init, a collective the other ranks never join).
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -167,7 +169,14 @@ def export_final(loop, ws, stage: str, tokenizer, env, rebuild: Callable | None 
         model.float().save_pretrained(hf_dir, safe_serialization=True)
         tokenizer.save_pretrained(hf_dir)
         if causal:
-            torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, out_dir / "reference_logits.pt")
+            # tensors, strings and lists only: it loads with torch.load(..., weights_only=True)
+            from kamado.durable import fsync_dir, fsync_file
+
+            tmp = out_dir / ".reference_logits.pt.tmp"
+            torch.save({"prompts": prompts, "logits": logits, "checkpoint": tag}, tmp)
+            fsync_file(tmp)
+            os.replace(tmp, out_dir / "reference_logits.pt")
+            fsync_dir(out_dir)
     dist.barrier()
 
 

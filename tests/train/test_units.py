@@ -72,7 +72,7 @@ def test_checkpoint_identity_mismatch_is_a_clear_error(tmp_path):
     (tmp_path / "latest").write_text("step0000010")
     mgr = CheckpointManager(tmp_path, keep=2, rank=0, identity={"world_size": 2, "zero_stage": 2})
     with pytest.raises(IncompatibleCheckpoint, match="world_size=4.*world_size=2"):
-        mgr.check(mgr.latest())
+        mgr.check("step0000010")
 
 
 def test_nccl_environment_and_known_bad_settings():

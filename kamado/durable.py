@@ -1,0 +1,53 @@
+"""Writes that a later step trusts: temp file → fsync → rename → fsync of the folder.
+
+A rename alone is atomic for readers but not durable: after a power loss or a kernel crash the new name can point
+at a file whose data never reached the disk (ext4/xfs delayed allocation). Syncing the file before the rename and
+the folder after it makes "the name exists" imply "the bytes are there".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file and folder under `root`, then `root` itself (a checkpoint written by a library that never syncs)."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fsync_file(Path(folder) / name)
+        fsync_dir(Path(folder))
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Replace `path` with `data`: a reader sees the old content or the new, never a part of either."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
