@@ -57,7 +57,7 @@ def test_release_loads_offline_with_logits_parity_and_chat_template(tiny_run):
     ws = Workspace(tiny_run)
     out = ws.stage_dir("release") / tiny_run.release.model_name
     tok, model = _load(out)
-    ref = torch.load(ws.stage_dir("dpo") / "reference_logits.pt", weights_only=False)
+    ref = torch.load(ws.stage_dir("dpo") / "reference_logits.pt", weights_only=True)
     with torch.no_grad():
         for prompt, logits in zip(ref["prompts"], ref["logits"]):
             got = model(input_ids=tok(prompt, return_tensors="pt")["input_ids"]).logits
@@ -94,7 +94,8 @@ def test_model_card_holds_the_runs_numbers(trained):
     assert f"{tok_eval['chars_per_token']:.4g} characters/token" in card
     jcqa = next(t for t in evals["tasks"] if t["task"] == "jcommonsenseqa")
     assert jcqa["items"] == 6 and f"| jcommonsenseqa | 0 | 6 | accuracy (chance 0.20) | {jcqa['accuracy']:.4f} |" in card
-    assert "with a shared 20-char n-gram" in card and "perplexity" in card
+    assert "with a shared 20-char n-gram (corpus / sft / dpo)" in card and "perplexity" in card
+    assert "- jcommonsenseqa: log-likelihood of each of the five choices" in card and "few-shot: none (zero-shot)" in card
     assert "幻覚" in card and "Hallucination" in card and "個人情報" in card
 
 
