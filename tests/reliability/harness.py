@@ -291,11 +291,12 @@ def scenario_faults(work: Path) -> dict:
     full = run_life(out, tokens, {**wsd, "max_steps": 8}, fsize_limit=limit)
     after = {p.name: p.read_bytes() for p in step4.iterdir()} if step4.is_dir() else {}
     latest = (out / "checkpoints" / "latest").read_text().strip()
+    problem = manifest_problem(step4)
     resumed = run_life(out, tokens, {**wsd, "max_steps": 8})
     report["full_disk"] = {
         "first_exit": first.exit_status, "fsize_limit": limit, "error": full.first("X"), "exit_status": full.exit_status,
         "previous_changed": sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)),
-        "previous_problem": manifest_problem(step4), "latest_after_failure": latest,
+        "previous_problem": problem, "latest_after_failure": latest,
         "resumed_at": int(resumed.first("R") or -1), "resume_error": resumed.first("X"),
         "losses_equal_unbroken": step_losses(out) == step_losses(work / "wsd-straight"),
         "unbroken_error": straight.first("X"),
