@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from kamado.durable import write_atomic
+from kamado.durable import fsync_dir
 
 # Dense bf16 peak TFLOP/s per GPU (vendor datasheets, without sparsity).
 PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0}
@@ -64,22 +64,59 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
 
 
 def trim_for_resume(path: Path, resume_step: int) -> dict[str, int]:
-    """Make a step log fit a run resumed at `resume_step`: cut torn lines, and drop the records of steps after the
-    checkpoint (the resumed run writes them again) and the end-of-run records at it (`final`), so no step appears
-    twice. Rewritten atomically; returns what was dropped."""
-    records, bad = read_jsonl(path)
-    kept = [r for r in records if not _after(r, resume_step)]
-    dropped = {"torn_lines": len(bad), "records_after_resume_step": len(records) - len(kept)}
-    if bad or len(kept) != len(records):
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    """Make a step log fit a run resumed at `resume_step`: cut torn lines (not JSON, or missing their newline), and
+    drop the records of steps after the checkpoint (the resumed run writes them again) and the end-of-run records
+    at it (`final`), so no step appears twice. Streams the file (a long run's log is large): the usual case, a
+    dropped tail, is one truncate; anything else is rewritten to a temp file and renamed over it."""
+    dropped = {"torn_lines": 0, "records_after_resume_step": 0}
+    if not path.is_file():
+        return dropped
+    cut_at: int | None = None  # byte offset of the first dropped line
+    gap = False  # a kept line after a dropped one: a truncate is not enough
+    with open(path, "rb") as fh:
+        offset = 0
+        for raw in fh:
+            reason = _drop_reason(raw, resume_step)
+            if reason:
+                dropped[reason] += 1
+                cut_at = offset if cut_at is None else cut_at
+            elif cut_at is not None and raw.strip():
+                gap = True
+            offset += len(raw)
+    if cut_at is None:
+        return dropped
+    if not gap:
+        with open(path, "r+b") as fh:
+            fh.truncate(cut_at)
+            os.fsync(fh.fileno())
+        return dropped
+    tmp = path.with_name(f".{path.name}.trim-{os.getpid()}")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        for raw in src:
+            if not _drop_reason(raw, resume_step):
+                dst.write(raw)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
     return dropped
 
 
-def _after(record: dict[str, Any], resume_step: int) -> bool:
+def _drop_reason(raw: bytes, resume_step: int) -> str | None:
+    if not raw.strip():
+        return None
+    if not raw.endswith(b"\n"):
+        return "torn_lines"  # the writer was killed before the line ended: the next append would join it
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "torn_lines"
+    if not isinstance(record, dict):
+        return "torn_lines"
     step = record.get("step")
-    if not isinstance(step, int):
-        return False
-    return step > resume_step or (step == resume_step and bool(record.get("final")))
+    if isinstance(step, int) and (step > resume_step or (step == resume_step and record.get("final"))):
+        return "records_after_resume_step"
+    return None
 
 
 class MetricsWriter:

@@ -26,7 +26,8 @@ def test_torn_last_line_is_cut_and_later_steps_dropped_on_resume(tmp_path):
 
 def test_resumed_writer_never_repeats_a_step(tmp_path):
     write_log(tmp_path / "metrics.jsonl", list(range(1, 8)))
-    (tmp_path / "metrics.jsonl").open("a").write("\n" + json.dumps({"step": 7, "val_loss": 3.0, "final": True}) + "\n")
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write("\n" + json.dumps({"step": 7, "val_loss": 3.0, "final": True}) + "\n")
     writer = MetricsWriter(tmp_path, enabled=True, resume_step=5)
     for step in (6, 7):
         writer.write({"step": step, "loss": 1.0})
@@ -50,3 +51,18 @@ def test_plot_loss_curve_survives_a_torn_line(tmp_path):
     write_log(tmp_path / "metrics.jsonl", list(range(1, 6)))
     png = plot_loss_curve(tmp_path / "metrics.jsonl", tmp_path / "loss.png", "loss")
     assert png is not None and png.stat().st_size > 1000
+
+
+def test_a_torn_line_in_the_middle_is_cut_and_the_rest_kept(tmp_path):
+    log = tmp_path / "metrics.jsonl"  # a log an older kamado appended to after a kill had torn a line
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 2, "loss": 1.9}\n{"step": 3, "loss": 1.8}\n')
+    assert trim_for_resume(log, resume_step=2) == {"torn_lines": 1, "records_after_resume_step": 1}
+    assert [r["step"] for r in read_jsonl(log)[0]] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temp file left
+
+
+def test_a_complete_record_missing_its_newline_is_cut(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}')  # killed before the newline
+    assert trim_for_resume(log, resume_step=1) == {"torn_lines": 1, "records_after_resume_step": 0}
+    assert log.read_text() == '{"step": 1, "loss": 2.0}\n'
