@@ -132,7 +132,9 @@ class CheckpointManager:
         return resume_tag(self.folder)[0]
 
     # ------------------------------------------------------------ saving
-    def save(self, engine, step: int, client_state: dict[str, Any]) -> str:
+    def save(self, engine, step: int, client_state: dict[str, Any], prune: bool = True) -> str:
+        """Save `engine` at `step` (every rank). `prune=False` keeps older checkpoints until `prune()`: a second
+        engine saved with the same tags (PPO's value model) must keep the tag its partner still resumes from."""
         tag = tag_for(step)
         tmp = self.folder / f"tmp-{tag}"
         if self.rank == 0:
@@ -159,9 +161,16 @@ class CheckpointManager:
             except OSError as exc:
                 raise CheckpointWriteError(
                     f"committing checkpoint {tag} in {self.folder} failed: {exc}. {self._previous()}") from exc
-            self._prune(keep_tag=tag)
+            if prune:
+                self._prune(keep_tag=tag)
         dist.barrier()
         return tag
+
+    def prune(self) -> None:
+        if self.rank == 0:
+            tag = self.latest()
+            if tag is not None:
+                self._prune(keep_tag=tag)
 
     def _previous(self) -> str:
         try:
@@ -235,13 +244,20 @@ class CheckpointManager:
                     f"{self.folder / tag}: saved with {key}={meta.get(key)!r}, this run has {key}={want!r}; "
                     f"it cannot be resumed (delete {self.folder} to start over)")
 
-    def load(self, engine) -> dict[str, Any] | None:
-        """Resume `engine` from the checkpoint rank 0 chose (every rank loads the same tag)."""
+    def load(self, engine, tag: str | None = None) -> dict[str, Any] | None:
+        """Resume `engine` from the checkpoint rank 0 chose (every rank loads the same tag), or from `tag`, which
+        must then be complete here (a second engine resumed at its partner's step)."""
         choice: list[Any] = [None, None]
         if self.rank == 0:
             try:
                 self.recover()
-                choice = list(resume_tag(self.folder))
+                if tag is None:
+                    choice = list(resume_tag(self.folder))
+                elif manifest_problem(self.folder / tag) is not None:
+                    raise NoCompleteCheckpoint(f"{self.folder / tag} is needed to resume at {tag} but is not complete: "
+                                               f"{manifest_problem(self.folder / tag)}")
+                else:
+                    choice = [tag, None]
             except NoCompleteCheckpoint as exc:
                 choice = [None, exc]
         dist.broadcast_object_list(choice, src=0)

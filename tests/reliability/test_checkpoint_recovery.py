@@ -92,3 +92,11 @@ def test_pruning_deletes_only_kamado_checkpoints(tmp_path):
 def test_keep_checkpoints_below_one_is_refused(tmp_path):
     with pytest.raises(ValueError, match="keep_checkpoints must be at least 1"):
         manager(tmp_path, keep=0)
+
+
+def test_a_deferred_prune_keeps_the_newest_and_what_latest_names(tmp_path):
+    for step in (1, 2, 3, 4):  # PPO's value checkpoints: saved unpruned, pruned once the policy committed
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / "latest").write_text("step0000004")
+    manager(tmp_path, keep=2).prune()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step0000003", "step0000004"]
