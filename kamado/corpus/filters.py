@@ -27,6 +27,7 @@ _KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _SPACE = re.compile(r"\s")
 # Swallow's sentence: a run ending in 。．！？!? (or at the end of a line)
 _SENTENCE = re.compile(r"[^。．！？!?\n]+[。．！？!?]*")
+_NOT_PUNCT_OR_SPACE = re.compile(r"[^\s。．！？!?]")  # one such character: _SENTENCE finds a non-blank sentence
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _BULLETS = ("・", "•", "●", "○", "◆", "◇", "■", "□", "▶", "►", "★", "☆", "- ", "* ", "+ ", "→", "※")
 _ELLIPSES = ("…", "...", "・・・", "‥", "・")
@@ -223,6 +224,9 @@ class SentenceLengthFilter(Rule):
     name: str = "sentence_length"
 
     def check(self, ctx):
+        n = len(ctx.text)
+        if self.min_avg <= 0 and self.max_avg >= n and self.max_len >= n and _NOT_PUNCT_OR_SPACE.search(ctx.text):
+            return None  # no threshold can fire and a sentence exists: skip splitting (same verdict, cheaper)
         sents = ctx.sentences
         if not sents:
             return "short_sentences"
@@ -382,15 +386,19 @@ def build_filters(rules: QualityRules) -> list[Rule]:
     if domains:
         chain.append(DomainBlockFilter(domains))
     chain.append(LengthFilter(r.min_chars, r.max_chars))
-    chain.append(CharacterClassFilter(r.min_japanese_fraction, r.min_hiragana_fraction, r.max_katakana_fraction))
+    # fractions lie in [0, 1] (katakana ≤ Japanese characters): min ≤ 0 and max ≥ 1 never drop, so skip the pass
+    if r.min_japanese_fraction > 0 or r.min_hiragana_fraction > 0 or r.max_katakana_fraction < 1.0:
+        chain.append(CharacterClassFilter(r.min_japanese_fraction, r.min_hiragana_fraction, r.max_katakana_fraction))
     if r.max_ng_word_fraction < 1.0:
         chain.append(NgWordFilter(r.max_ng_word_fraction, tuple(r.ng_word_files)))
     if r.min_avg_sentence_length > 0 or r.max_avg_sentence_length < float("inf") or r.max_sentence_length > 0:
         chain.append(SentenceLengthFilter(r.min_avg_sentence_length, r.max_avg_sentence_length, r.max_sentence_length))
     if r.max_ellipsis_line_fraction < 1.0 or r.max_bullet_line_fraction < 1.0:
         chain.append(LineShapeFilter(r.max_ellipsis_line_fraction, r.max_bullet_line_fraction))
-    chain.append(RepetitionFilter(r.max_duplicate_line_fraction, r.max_duplicate_paragraph_fraction,
-                                  r.max_duplicate_line_char_fraction, r.max_duplicate_paragraph_char_fraction))
+    repetition = (r.max_duplicate_line_fraction, r.max_duplicate_paragraph_fraction,
+                  r.max_duplicate_line_char_fraction, r.max_duplicate_paragraph_char_fraction)
+    if min(repetition) < 1.0:  # fractions of items / characters: a threshold ≥ 1 never drops
+        chain.append(RepetitionFilter(*repetition))
     top = {2: r.max_top_2gram_char_fraction, 3: r.max_top_3gram_char_fraction, 4: r.max_top_4gram_char_fraction}
     dup = {n: getattr(r, f"max_duplicate_{n}gram_char_fraction") for n in range(5, 11)}
     top = {n: v for n, v in top.items() if v < 1.0}

@@ -118,27 +118,52 @@ def table(report: dict) -> str:
 
 
 def chart(report: dict, path: Path) -> None:
-    import matplotlib
+    """drops.png: a bar per drop reason (rejections in red), and the quality-score histogram beside it when a
+    quality model ran. Drawn with Pillow (matplotlib's own image library, so always installed), not matplotlib:
+    importing and laying out matplotlib took 1-1.5 s, a fifth of a small corpus stage."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted(report["dropped"].items(), key=lambda kv: kv[1])
+    rows = sorted(report["dropped"].items(), key=lambda kv: -kv[1])
     hist = report.get("quality_score_histogram")
-    fig, axes = plt.subplots(1, 2 if hist else 1, figsize=(12 if hist else 7, 0.35 * len(rows) + 1.5), squeeze=False)
-    ax = axes[0][0]
-    ax.barh([r for r, _ in rows], [n for _, n in rows], color=["#c44" if r.startswith("rejected:") else "#47a" for r, _ in rows])
-    ax.set_xlabel("documents")
-    ax.set_title(f"drop reasons ({report['docs_kept']:,} of {report['docs_in']:,} kept)")
+    try:
+        font = ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1: the bitmap font only
+        font = ImageFont.load_default()
+    line, pad = 22, 12
+    label_w = max([ImageDraw.Draw(Image.new("L", (1, 1))).textlength(r, font=font) for r, _ in rows] + [60])
+    panel_w = int(label_w) + 380
+    height = max(line * len(rows), 200 if hist else 0) + 4 * line + 2 * pad
+    img = Image.new("RGB", (panel_w + (420 if hist else 0) + 2 * pad, height), "white")
+    draw = ImageDraw.Draw(img)
+    draw.text((pad, pad), f"drop reasons ({report['docs_kept']:,} of {report['docs_in']:,} kept)", fill="black", font=font)
+    x0, top = pad + int(label_w) + 8, pad + 2 * line
+    most = max([n for _, n in rows] + [1])
+    for i, (reason, n) in enumerate(rows):
+        y = top + i * line
+        draw.text((x0 - 8, y + line // 2), reason, fill="black", font=font, anchor="rm")
+        w = round(300 * n / most)
+        draw.rectangle([x0, y + 3, x0 + max(w, 1), y + line - 3], fill="#c44" if reason.startswith("rejected:") else "#47a")
+        draw.text((x0 + w + 4, y + line // 2), f"{n:,}", fill="black", font=font, anchor="lm")
+    draw.line([x0, top, x0, top + max(len(rows), 1) * line], fill="black")
+    draw.text((x0, top + max(len(rows), 1) * line + 6), "documents", fill="black", font=font)
     if hist:
-        ax2 = axes[0][1]
-        ax2.bar([(i + 0.5) / SCORE_BINS for i in range(SCORE_BINS)], hist, width=1 / SCORE_BINS, color="#4a7")
-        ax2.axvline(report.get("rules", {}).get("min_quality_score", 0.5), color="k", ls="--")
-        ax2.set_xlabel("quality-model score")
-        ax2.set_title("score distribution (documents that reached the model)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        hx, hw, hh = panel_w + pad + 20, 380, 160
+        base = top + hh
+        draw.text((hx, pad), "score distribution (documents that reached the model)", fill="black", font=font)
+        peak = max(hist) or 1
+        for i, n in enumerate(hist):
+            bx = hx + i * hw // SCORE_BINS
+            draw.rectangle([bx, base - round(hh * n / peak), hx + (i + 1) * hw // SCORE_BINS - 1, base], fill="#4a7")
+        draw.line([hx, base, hx + hw, base], fill="black")
+        cut = hx + round(hw * report.get("rules", {}).get("min_quality_score", 0.5))
+        for y in range(top, base, 8):  # the threshold, dashed
+            draw.line([cut, y, cut, min(y + 4, base)], fill="black")
+        for v in (0, 0.5, 1):
+            draw.text((hx + round(hw * v), base + 4), f"{v:g}", fill="black", font=font, anchor="mt")
+        draw.text((hx + hw // 2, base + line + 4), "quality-model score", fill="black", font=font, anchor="mt")
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG")
+    tmp.replace(path)
 
 
 def add_cleaning_report(report: dict, shard_stats: list[dict], folder: Path, samples_per_reason: int = 3) -> dict:

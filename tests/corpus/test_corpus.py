@@ -20,6 +20,52 @@ def test_normalize_nfkc_and_whitespace():
     assert normalize("ＡＢＣ１２３　ｶﾀｶﾅ\r\n\n\n\n次の行  です\x07") == "ABC123 カタカナ\n\n次の行 です"
 
 
+def _normalize_line_by_line(text: str, nfkc: bool) -> str:
+    """normalize's whitespace rules as first written, one line at a time (the reference for the whole-text form)."""
+    import re
+    import unicodedata
+
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize("NFKC", text) if nfkc else text
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]", "", text)
+    lines = [re.sub(r"[ \t\u00a0]+", " ", line).strip(" ") for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def test_normalize_whole_text_equals_line_by_line():
+    import random
+
+    pieces = [" ", "  ", "\t", "\u00a0", "\u3000", "\n", "\r", "\r\n", "あ", "a", "\x0b", "\u200b", "．", "ｱ", " \n "]
+    rng = random.Random(16)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        for nfkc in (False, True):
+            assert normalize(text, nfkc) == _normalize_line_by_line(text, nfkc), repr(text)
+
+
+def test_rules_switched_off_by_their_thresholds_are_skipped_with_the_same_verdicts():
+    from kamado.corpus.filters import (CharacterClassFilter, DocContext, RepetitionFilter, SentenceLengthFilter,
+                                       apply_filters, build_filters)
+    from kamado.recipe import QualityRules
+
+    off = QualityRules(min_chars=0, min_japanese_fraction=0, min_hiragana_fraction=0, max_katakana_fraction=1.0,
+                       min_avg_sentence_length=0, max_avg_sentence_length=1e9, max_sentence_length=10**9,
+                       max_duplicate_line_fraction=1.0, max_duplicate_paragraph_fraction=1.0,
+                       max_duplicate_line_char_fraction=1.0, max_duplicate_paragraph_char_fraction=1.0)
+    names = [f.name for f in build_filters(off)]
+    assert "character_classes" not in names and "repetition" not in names
+    texts = [PROSE, "カタカナカタカナ\nカタカナカタカナ\nカタカナカタカナ", "abc def", "。", " 。", "！？\n。", "x", "\n\n"]
+    skipped = [CharacterClassFilter(0, 0, 1.0), RepetitionFilter(1.0, 1.0, 1.0, 1.0)]
+    for text in texts:
+        doc = {"text": text, "meta": {}}
+        assert apply_filters(build_filters(off), doc) == apply_filters(build_filters(off) + skipped, doc), text
+        # the sentence rule's shortcut (thresholds that cannot fire) against splitting into sentences:
+        # a text without any sentence still drops as short_sentences
+        expected = None if DocContext(doc).sentences else "short_sentences"
+        assert SentenceLengthFilter(0, 1e9, 10**9).check(DocContext(doc)) == expected, text
+    assert SentenceLengthFilter(0, 1e9, 10**9).check(DocContext({"text": "。！", "meta": {}})) == "short_sentences"
+
+
 def test_char_fractions():
     f = char_fractions("ひらがなカタカナ漢字abc")
     assert f["hiragana"] == pytest.approx(4 / 13) and f["katakana"] == pytest.approx(4 / 13)
