@@ -151,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
             from kamado.stage import Workspace, start_fresh
 
             Workspace(recipe).preflight(stages, args.fresh)
-            if not args.dry_run:
+            if not args.dry_run and args.fresh:
+                # --fresh moves folders aside: never under a chain that is still queued and may be writing them
+                from kamado.slurm.chains import refuse_if_queued
+
+                if not args.force_submit:
+                    refuse_if_queued(recipe.workdir, force=False)
                 start_fresh(recipe, args.fresh)
             return submit(recipe, stages, dry_run=args.dry_run, force=args.force_submit)
         run_stages(recipe, stages, fresh=args.fresh)

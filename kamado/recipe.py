@@ -43,6 +43,14 @@ def extendable(default: Any) -> Any:
     return field(default=default, metadata={"extendable": True})
 
 
+# `layout` keys (how many nodes and ranks, and the gradient accumulation that makes up the difference) say how a
+# training step is spread over the machines a cluster gave this time, not what a step computes: the fingerprint
+# holds their product with micro_batch_size, the samples per optimizer step, instead of each. A resume on another
+# allocation with the same samples per step continues (kamado/train/elastic.py reshards the checkpoint).
+def layout(default: Any) -> Any:
+    return field(default=default, metadata={"layout": True})
+
+
 def marked_keys(cls: type, mark: str) -> set[str]:
     """Names of `cls`'s fields marked `mark` here or in any dataclass it derives from (a subclass that only
     changes a default, like SFTConfig.max_steps, keeps its base's mark)."""
@@ -216,13 +224,13 @@ class TokenSource:
 class TrainConfig:
     """What every training stage (pretrain, sft, dpo) shares: the DeepSpeed loop's knobs."""
 
-    nproc_per_node: int = 2
-    nodes: int = 1
+    nproc_per_node: int = layout(2)
+    nodes: int = layout(1)
     zero_stage: int = 2
     precision: str = "fp32"  # fp32 | bf16 | fp16
     seq_len: int = 128
     micro_batch_size: int = 4
-    grad_accum: int = 1
+    grad_accum: int = layout(1)
     max_steps: int = extendable(100)
     lr: float = 3e-3
     min_lr_ratio: float = 0.1

@@ -280,8 +280,12 @@ def result_config(cfg: Any) -> Any:
 
 def _prune(obj: Any, data: Any) -> Any:
     if is_dataclass(obj) and isinstance(data, dict):
-        skip = marked_keys(type(obj), "operational") | marked_keys(type(obj), "extendable")
-        return {k: _prune(getattr(obj, k, None), v) for k, v in data.items() if k not in skip}
+        layout = marked_keys(type(obj), "layout")
+        skip = marked_keys(type(obj), "operational") | marked_keys(type(obj), "extendable") | layout
+        pruned = {k: _prune(getattr(obj, k, None), v) for k, v in data.items() if k not in skip}
+        if layout:  # the allocation may change between runs; the samples per optimizer step may not
+            pruned["samples_per_step"] = obj.nodes * obj.nproc_per_node * obj.micro_batch_size * obj.grad_accum
+        return pruned
     if isinstance(obj, list) and isinstance(data, list):
         return [_prune(o, d) for o, d in zip(obj, data)]
     return data

@@ -88,6 +88,21 @@ def test_fingerprint_leaves_out_operational_and_extendable_keys(tmp_path):
     assert changed.fingerprint("corpus") != base["corpus"] and changed.fingerprint("tokenizer") == base["tokenizer"]
 
 
+def test_fingerprint_holds_samples_per_step_not_the_allocation(tmp_path):
+    """A shared cluster rarely gives the same allocation twice: 2 ranks x 1 accumulation and 1 rank x 2 make the
+    same optimizer step (the checkpoint is resharded on resume), so the stage is not redone; a step of other size is."""
+    from kamado.stage import result_config
+
+    base = Workspace(tiny_recipe(tmp_path, "pretrain.nproc_per_node=2", "pretrain.grad_accum=1"))
+    same = Workspace(tiny_recipe(tmp_path, "pretrain.nproc_per_node=1", "pretrain.grad_accum=2"))
+    more_nodes = Workspace(tiny_recipe(tmp_path, "pretrain.nodes=2", "pretrain.nproc_per_node=1", "pretrain.grad_accum=1"))
+    bigger = Workspace(tiny_recipe(tmp_path, "pretrain.nproc_per_node=1", "pretrain.grad_accum=4"))
+    cfg = result_config(base.recipe.pretrain)
+    assert cfg["samples_per_step"] == 2 * base.recipe.pretrain.micro_batch_size and "nproc_per_node" not in cfg
+    assert same.fingerprint("pretrain") == base.fingerprint("pretrain") == more_nodes.fingerprint("pretrain")
+    assert bigger.fingerprint("pretrain") != base.fingerprint("pretrain")
+
+
 @pytest.mark.parametrize("stage,key,suffix", [
     ("corpus", "corpus.dedup.decontam_paths=[{}]", ".jsonl"),
     ("corpus", "corpus.rules.ng_word_files=[{}]", ".txt"),
