@@ -379,9 +379,13 @@ class PPOTrainer:
 
     def save(self) -> None:
         client = {"step": self.step, "kl_coef": self.kl.value}
+        # the value model first and unpruned: the policy's `latest` then commits the pair, and a kill in between
+        # leaves the value checkpoint of every step the policy can resume from
+        if self.value is not None:
+            self.value_checkpoints.save(self.value, self.step, client, prune=False)
         self.checkpoints.save(self.engine, self.step, client)
         if self.value is not None:
-            self.value_checkpoints.save(self.value, self.step, client)
+            self.value_checkpoints.prune()
 
     def run(self) -> dict:
         from kamado.train.metrics import MetricsWriter, plot_loss_curve
@@ -392,7 +396,7 @@ class PPOTrainer:
         client = self.checkpoints.load(self.engine)
         if client is not None:
             if self.value is not None:
-                self.value_checkpoints.load(self.value)
+                self.value_checkpoints.load(self.value, tag=self.checkpoints.loaded_tag)
             self.step, self.kl.value = int(client["step"]), float(client["kl_coef"])
             if env.rank == 0:
                 print(f"[kamado] ppo: resumed at step {self.step}", flush=True)
