@@ -85,6 +85,7 @@ def perturb(text: str, rng: random.Random, rate: float, shuffle: bool) -> str:
 
 
 def write_corpus(base: list[str], scale: int, folder: Path, docs_per_shard: int, overrides: list[str]):
+    from kamado.corpus.dedup.phases import write_filtered
     from kamado.recipe import load_recipe
 
     rng = random.Random(scale)
@@ -103,7 +104,7 @@ def write_corpus(base: list[str], scale: int, folder: Path, docs_per_shard: int,
     work = Path(recipe.workdir) / "corpus" / "work"
     work.mkdir(parents=True, exist_ok=True)
     for shard in range(num_shards):  # the format run_shard writes: what the dedup phases read
-        with gzip.open(work / f"filtered-{shard:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as fh:
+        with write_filtered(work / f"filtered-{shard:05d}.jsonl.zst") as fh:
             for i in range(shard, len(docs), num_shards):
                 fh.write(json.dumps({"id": f"d{i}", "text": docs[i], "meta": {"source": "m", "order": [0, 0, i]}},
                                     ensure_ascii=False) + "\n")

@@ -113,6 +113,7 @@ def load_docs(data: Path) -> tuple[list[str], dict]:
 
 
 def write_corpus(texts: list[str], folder: Path, num_shards: int, ranges: int, contain: bool):
+    from kamado.corpus.dedup.phases import write_filtered
     from kamado.recipe import load_recipe
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def write_corpus(texts: list[str], folder: Path, num_shards: int, ranges: int, c
     work = Path(recipe.workdir) / "corpus" / "work"
     work.mkdir(parents=True, exist_ok=True)
     for shard in range(num_shards):  # the format run_shard writes: the dedup phases' input
-        with gzip.open(work / f"filtered-{shard:05d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as fh:
+        with write_filtered(work / f"filtered-{shard:05d}.jsonl.zst") as fh:
             for i in range(shard, len(texts), num_shards):
                 fh.write(json.dumps({"id": f"d{i}", "text": texts[i], "meta": {"source": "s", "order": [0, 0, i]}},
                                     ensure_ascii=False) + "\n")

@@ -4,7 +4,7 @@ Phase 0 (`kamado.corpus.plan.ensure_plan`): cut the inputs into slices at record
 a contiguous run of them, balanced by bytes (`work/plan.json`).
 Phase 1 (`run_shard`, one per shard, in a process pool or a Slurm array task): read the shard's slices,
 normalize, apply the quality rules, mask personal information, hash the normalized text; write
-`work/filtered-SSSSS.jsonl.gz` and a per-shard done-marker, so a rerun does only the missing shards.
+`work/filtered-SSSSS.jsonl.zst` and a per-shard done-marker, so a rerun does only the missing shards.
 Phase 2 (`finish`): kamado.corpus.dedup's phases (signatures → buckets → verify → clusters → apply, each
 sharded) keep the first document of each exact/near-duplicate cluster (in input order) and write
 `data/shard-SSSSS.jsonl.gz`; then `report.json`, `duplicates.json` and `summary.txt`.
@@ -13,7 +13,6 @@ Invariant: docs in = kept + Σ dropped.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from kamado.corpus import dedup
+from kamado.corpus.dedup.phases import filtered_path, write_filtered
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
@@ -76,14 +76,11 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     stats = ShardStats(cfg.dropped_samples)
     for source in cfg.sources:  # every source is named in every shard's report, read or not
         stats.source(source.name)
-    out_path = work / f"filtered-{name}.jsonl.gz"
+    out_path = filtered_path(ws, shard)
     tmp_path = out_path.with_name(out_path.name + ".tmp")
     rejects_path = work / f"rejects-{name}.jsonl"
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
-    # compresslevel 1: the filter shard is an intermediate file that dedup reads once; gzip's default level 9 took half
-    # of a whole near-dedup run for ~10% smaller files (benchmarks/dedup_speed.py --profile)
-    with gzip.open(tmp_path, "wt", encoding="utf-8", compresslevel=1) as out, \
-            open(rejects_tmp, "w", encoding="utf-8") as rejects:
+    with write_filtered(tmp_path) as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
         for sl in slices:
             source = cfg.sources[sl.source]
             filters = chains[sl.source]
@@ -126,12 +123,6 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     write_json_atomic(work / f"report-{name}.json", report)
     write_json_atomic(done_path, report)  # last: the shard counts as done only once everything is written
     return report
-
-
-def _read_gz_jsonl(path: Path):
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            yield json.loads(line)
 
 
 def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | None = None) -> StageResult:

@@ -168,3 +168,22 @@ def test_a_source_folder_link_that_leaves_it_needs_follow_symlinks(tmp_path):
         run_corpus(tmp_path, "    - {name: t, paths: [src]}\n", num_shards=1)
     report = run_corpus(tmp_path, "    - {name: t, paths: [src], follow_symlinks: true}\n", num_shards=1)
     assert report["docs_in"] == 2
+
+
+def test_filter_shard_zstd_round_trip_and_a_cut_file_raises(tmp_path):
+    """Filter shards are zstd (write_filtered); the dedup phases read them with open_binary, which must raise
+    on a file cut inside a frame rather than return fewer documents."""
+    from kamado.corpus.dedup.phases import write_filtered
+    from kamado.corpus.readers import open_binary
+
+    path = tmp_path / "filtered-00000.jsonl.zst"
+    rows = [{"id": f"d{i}", "text": PROSE * (i % 5 + 1), "meta": {"order": [0, 0, i]}} for i in range(2000)]
+    with write_filtered(path) as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open_binary(str(path)) as fh:
+        assert [json.loads(line) for line in fh] == rows
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(EOFError), open_binary(str(path)) as fh:
+        for _ in fh:
+            pass

@@ -4,9 +4,11 @@ import gzip
 import json
 
 import pytest
+import zstandard
 
 from kamado.corpus.dedup import CorruptInput, num_tasks_for, run_phase
 from kamado.corpus.dedup.phases import dedup_dir
+from kamado.corpus.readers import open_binary
 from kamado.corpus.stage import run_shard
 from kamado.stage import Workspace, run_stages
 from tests.corpus.dedup_helpers import corpus_recipe, random_text
@@ -240,14 +242,15 @@ def test_apply_refuses_a_filter_shard_that_changed_after_signatures(tmp_path):
         n = num_tasks_for(name, recipe, ws)
         for task in range(n):
             run_phase(name, recipe, ws, task, n)
-    path = dedup_dir(ws).parent / "filtered-00000.jsonl.gz"
-    lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)
+    path = dedup_dir(ws).parent / "filtered-00000.jsonl.zst"
+    with open_binary(str(path)) as fh:
+        lines = fh.readlines()
     changed = lines[:1] + [lines[1].replace(b'"text": "', b'"text": "X')] + lines[2:]
-    path.write_bytes(gzip.compress(b"".join(changed)))
-    with pytest.raises(CorruptInput, match=r"filtered-00000.jsonl.gz:2: document 'd\d' is not what the signatures phase saw"):
+    path.write_bytes(zstandard.compress(b"".join(changed)))
+    with pytest.raises(CorruptInput, match=r"filtered-00000.jsonl.zst:2: document 'd\d' is not what the signatures phase saw"):
         run_phase("apply", recipe, ws, 0, 1)
-    path.write_bytes(gzip.compress(b"".join(lines[:-1])))
-    with pytest.raises(CorruptInput, match=rf"filtered-00000.jsonl.gz:{len(lines)}: the end of the file is not what"):
+    path.write_bytes(zstandard.compress(b"".join(lines[:-1])))
+    with pytest.raises(CorruptInput, match=rf"filtered-00000.jsonl.zst:{len(lines)}: the end of the file is not what"):
         run_phase("apply", recipe, ws, 0, 1)
-    path.write_bytes(gzip.compress(b"".join(lines)))
+    path.write_bytes(zstandard.compress(b"".join(lines)))
     assert run_phase("apply", recipe, ws, 0, 1)["skipped_done"] == 0

@@ -42,10 +42,10 @@ def test_killed_run_redoes_only_missing_shards_with_the_same_output(tmp_path):
     work = ws.stage_dir("corpus") / "work"
     marker = work / f"filtered-{done:05d}.done.json"
     before = marker.stat().st_mtime_ns
-    (work / f"filtered-{cut:05d}.jsonl.gz.tmp").write_bytes(b"half-written garbage")  # this one was cut short
+    (work / f"filtered-{cut:05d}.jsonl.zst.tmp").write_bytes(b"half-written garbage")  # this one was cut short
     run_stages(resumed, ["corpus"], log=lambda s: None)
     assert marker.stat().st_mtime_ns == before and first["docs_in"] > 0  # the finished shard was not redone
-    assert not (work / f"filtered-{cut:05d}.jsonl.gz.tmp").exists()
+    assert not (work / f"filtered-{cut:05d}.jsonl.zst.tmp").exists()
     assert _data(ws.stage_dir("corpus")) == _data(Workspace(fresh).stage_dir("corpus"))
     a = json.loads((ws.stage_dir("corpus") / "report.json").read_text())
     b = json.loads((Workspace(fresh).stage_dir("corpus") / "report.json").read_text())

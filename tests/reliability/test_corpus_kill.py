@@ -7,7 +7,6 @@ killed with SIGKILL a chosen delay after it starts; the delays are spread over a
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kamado.corpus.readers import open_binary
 from tests.corpus.corpus_helpers import LOOSE_RULES, kept_docs, prose
 
 KILLS = 6
@@ -82,8 +82,8 @@ def _nothing_half_written_is_done(folder: Path) -> int:
     for marker in done:
         stats = json.loads(marker.read_text())
         name = marker.name[len("filtered-"):-len(".done.json")]
-        with gzip.open(work / f"filtered-{name}.jsonl.gz", "rt", encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh]  # a torn gzip or JSON line raises here
+        with open_binary(str(work / f"filtered-{name}.jsonl.zst")) as fh:
+            rows = [json.loads(line) for line in fh]  # a torn zstd frame or JSON line raises here
         assert len(rows) == stats["kept"], marker
         assert json.loads((work / f"report-{name}.json").read_text()) == stats
         assert len((work / f"rejects-{name}.jsonl").read_text().splitlines()) == stats["docs_rejected"]

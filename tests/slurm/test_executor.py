@@ -260,7 +260,7 @@ def test_failed_shard_fails_the_stage_and_a_rerun_does_only_that_shard(slurm_clu
     # Shard 2 cannot write its output: a directory sits where its temporary file goes (IsADirectoryError, even
     # for root). Every shard task reads every input file (records go to shard index mod num_shards), so an
     # input file that raises would fail all shards; the output path is where only one shard can fail.
-    blocker = work / "filtered-00002.jsonl.gz.tmp"
+    blocker = work / "filtered-00002.jsonl.zst.tmp"
     blocker.mkdir(parents=True)
     assert main(["corpus", str(path), "--executor", "slurm"]) == 0
     jobs_path = tmp_path / "run-slurm" / "slurm" / "jobs.json"
