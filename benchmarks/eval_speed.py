@@ -73,9 +73,9 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from kamado.recipe import EvalConfig, EvalTaskConfig
-    from kamado.release.eval import evaluate
-    from kamado.release.eval.harness import run_lm_eval
-    from kamado.release.eval.lm import LM
+    from kamado.eval import evaluate
+    from kamado.eval.harness import run_lm_eval
+    from kamado.eval.lm import LM
 
     data = JCQA if JCQA.is_file() else SAMPLE
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -236,7 +236,7 @@ def _clean(recipe, yes: bool) -> int:
 
 
 def _plan(args) -> int:
-    from kamado.release.plan import format_plan, make_plan, plan_dict
+    from kamado.plan import format_plan, make_plan, plan_dict
 
     recipe = load_recipe(args.recipe, args.overrides) if args.recipe else None
     try:
@@ -252,14 +252,14 @@ def _eval(args) -> int:
     from pathlib import Path
 
     from kamado.recipe import EvalTaskConfig, check_eval_inputs
-    from kamado.release.contamination import contamination, format_contamination, task_items, training_sources
-    from kamado.release.eval import evaluate, format_table
+    from kamado.eval.contamination import contamination, format_contamination, task_items, training_sources
+    from kamado.eval import evaluate, format_table
     from kamado.stage import Workspace
 
     recipe = _load(args)
     cfg = recipe.eval
     if args.harness == "lm-eval":
-        from kamado.release.eval.harness import lm_eval_command
+        from kamado.eval.harness import lm_eval_command
 
         return lm_eval_command(args, recipe)
     if args.task:
@@ -288,13 +288,13 @@ def _eval(args) -> int:
         raise RecipeError(f"--model: no HF model (config.json) in {model}")
     out = Path(args.out) if args.out else ws.root / "eval"
     if args.task_index is not None or args.merge:
-        from kamado.release.eval.tasks import split_or_merge
+        from kamado.eval.tasks import split_or_merge
 
         out, done = split_or_merge(args, cfg, out)
         if done:
             return 0
     if args.mt_bench:
-        from kamado.release.eval.mtbench import mt_bench_command
+        from kamado.eval.mtbench import mt_bench_command
 
         mt_bench_command(args, cfg, model, out)
         if not args.task:

@@ -379,7 +379,7 @@ class ReleaseConfig:
 
 @dataclass
 class EvalTaskConfig:
-    """One evaluation task. Names: EVAL_TASKS (see kamado/release/eval/: formats.py for the file formats)."""
+    """One evaluation task. Names: EVAL_TASKS (see kamado/eval/: formats.py for the file formats)."""
 
     name: str = MISSING
     path: Optional[str] = None  # JSON/JSONL file; perplexity: None = the tokenizer stage's held-back documents

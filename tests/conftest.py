@@ -60,3 +60,35 @@ def tiny_run(tmp_path_factory):
         args += ["--set", o]
     assert main(args) == 0, "the tiny pipeline failed; see the captured output"
     return tiny_recipe(tmp, *overrides[1:])
+
+
+# The eval, release and reliability tests share these two: a real corpus + tokenizer run (seconds), and a tiny
+# random Llama saved with that tokenizer (no training: those tests check counting and scoring, not quality).
+@pytest.fixture(scope="session")
+def tok_recipe(tmp_path_factory):
+    """The demo recipe run through corpus and tokenizer only (real SentencePiece, ~5 s)."""
+    from kamado.stage import run_stages
+
+    from tests.helpers import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path_factory.mktemp("tok"))
+    run_stages(recipe, ["corpus", "tokenizer"], log=lambda _: None)
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tok_recipe, tmp_path_factory):
+    import torch
+    from transformers import AutoTokenizer
+
+    from kamado.stage import Workspace
+    from kamado.train.model import PRESETS, build_model, llama_config
+
+    ws = Workspace(tok_recipe)
+    tok = AutoTokenizer.from_pretrained(str(ws.tokenizer_dir()), local_files_only=True)
+    torch.manual_seed(0)
+    model = build_model(llama_config(PRESETS["tiny"], len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)).eval()
+    out = tmp_path_factory.mktemp("model")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

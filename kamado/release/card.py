@@ -207,12 +207,12 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
 
     lines += ["## Evaluation / 評価", ""]
     if eval_results:
-        from kamado.release.eval import format_methods, format_table
+        from kamado.eval import format_methods, format_table
 
         methods = format_methods(eval_results)
         lines += [format_table(eval_results), ""] + (["How each task was prompted and scored:", "", methods, ""] if methods else [])
         if contamination:
-            from kamado.release.contamination import format_contamination
+            from kamado.eval.contamination import format_contamination
 
             trained_on = ", ".join(f"{name} ({_n(s['documents'])} texts)" for name, s in contamination.get(
                 "sources", {"corpus": {"documents": contamination.get("corpus_documents")}}).items())

@@ -141,8 +141,8 @@ def verify(out: Path, source: Source, reference: dict | None, recipe: Recipe) ->
 def _evaluate(recipe: Recipe, ws: Workspace, model_dir: Path) -> tuple[dict | None, dict | None]:
     if not recipe.eval.enabled or not recipe.eval.tasks:
         return None, None
-    from kamado.release.contamination import contamination, task_items, training_sources
-    from kamado.release.eval import evaluate
+    from kamado.eval.contamination import contamination, task_items, training_sources
+    from kamado.eval import evaluate
 
     out = ws.stage_dir("release") / "eval"
     results = evaluate(recipe.eval, model_dir, tokens_dir=ws.stage_dir("tokenizer") / "tokens", out_dir=out)

@@ -1,39 +1,9 @@
-"""Fixtures for the release/eval tests: a real corpus + tokenizer run (seconds), and a tiny random Llama saved
-with that tokenizer (no training: the eval tests check counting and scoring, not quality)."""
+"""Release test helpers: a workdir whose pretrain stage is the random model of tests/conftest.py (`tok_recipe`,
+`random_model_dir`), so the release stage runs in seconds."""
 
 from __future__ import annotations
 
 import pytest
-
-from tests.helpers import tiny_recipe
-
-
-@pytest.fixture(scope="session")
-def tok_recipe(tmp_path_factory):
-    """The demo recipe run through corpus and tokenizer only (real SentencePiece, ~5 s)."""
-    from kamado.stage import run_stages
-
-    recipe = tiny_recipe(tmp_path_factory.mktemp("tok"))
-    run_stages(recipe, ["corpus", "tokenizer"], log=lambda _: None)
-    return recipe
-
-
-@pytest.fixture(scope="session")
-def random_model_dir(tok_recipe, tmp_path_factory):
-    import torch
-    from transformers import AutoTokenizer
-
-    from kamado.stage import Workspace
-    from kamado.train.model import PRESETS, build_model, llama_config
-
-    ws = Workspace(tok_recipe)
-    tok = AutoTokenizer.from_pretrained(str(ws.tokenizer_dir()), local_files_only=True)
-    torch.manual_seed(0)
-    model = build_model(llama_config(PRESETS["tiny"], len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)).eval()
-    out = tmp_path_factory.mktemp("model")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 def make_untrained_release_recipe(tok_recipe, model_dir, tmp_path, *overrides: str):

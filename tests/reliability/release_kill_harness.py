@@ -67,7 +67,7 @@ def main(workdir: str, out: str, kills: int) -> None:
     import torch  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM  # noqa: F401
 
-    import kamado.release.eval.tasks  # noqa: F401
+    import kamado.eval.tasks  # noqa: F401
     import kamado.release.stage  # noqa: F401
     from kamado.recipe import load_recipe
     from kamado.release.stage import required_files

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.release.conftest import make_untrained_release_recipe, random_model_dir, tok_recipe  # noqa: F401  (fixtures)
 from tests.helpers import ROOT
+from tests.release.conftest import make_untrained_release_recipe
 
 KILLS = 8
 

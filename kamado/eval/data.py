@@ -40,7 +40,7 @@ DEFAULT_TEMPLATES = {
 
 
 def default_template(task: str) -> str:
-    from kamado.release.eval.formats import TEMPLATES
+    from kamado.eval.formats import TEMPLATES
 
     return {**DEFAULT_TEMPLATES, **TEMPLATES}[task]
 
@@ -122,7 +122,7 @@ FOLDER_TASKS = ("jmmlu",)  # tasks whose path may be a folder of files
 
 
 def readers() -> dict:
-    from kamado.release.eval.formats import READERS as MORE
+    from kamado.eval.formats import READERS as MORE
 
     return {**READERS, **MORE}
 

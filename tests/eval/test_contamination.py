@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kamado.release.contamination import contamination
-from kamado.release.eval.data import Item
+from kamado.eval.contamination import contamination
+from kamado.eval.data import Item
 
 
 def _item(i, question, answer="傘"):

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from kamado.recipe import EvalConfig, EvalTaskConfig
-from kamado.release.eval import evaluate
-from kamado.release.eval.lm import LM
+from kamado.eval import evaluate
+from kamado.eval.lm import LM
 from tests.helpers import EXAMPLES, ROOT, SHARED_DATA
 
 pytest.importorskip("lm_eval", reason="the optional lm_eval package (kamado[eval]) is not installed")
@@ -31,7 +31,7 @@ metric_list:
 
 
 def test_lm_eval_makes_the_same_choices_as_kamados_scorer(random_model_dir, tmp_path):
-    from kamado.release.eval.harness import run_lm_eval
+    from kamado.eval.harness import run_lm_eval
 
     data, limit = (JCQA, 40) if JCQA.is_file() else (SAMPLE, None)
     yaml = tmp_path / "same_prompt.yaml"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from kamado.release.plan import (GPU_PEAK_TFLOPS, chinchilla_optimal, compute_budget, llama_parameters, make_plan,
+from kamado.plan import (GPU_PEAK_TFLOPS, chinchilla_optimal, compute_budget, llama_parameters, make_plan,
                                  training_days)
 from tests.helpers import ROOT
 

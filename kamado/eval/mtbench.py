@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 from kamado.jsonl import iter_jsonl
-from kamado.release.eval.data import EvalDataError
-from kamado.release.eval.lm import LM
+from kamado.eval.data import EvalDataError
+from kamado.eval.lm import LM
 from kamado.release.portable import write_json_durable, write_text_durable
 
 JUDGE_PROMPT = (

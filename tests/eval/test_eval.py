@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from kamado.recipe import EvalConfig, EvalTaskConfig, RecipeError, load_recipe
-from kamado.release.eval import evaluate, format_table
-from kamado.release.eval.data import EvalDataError, read_items
-from kamado.release.eval.lm import LM
-from kamado.release.eval.metrics import char_f1, exact_match
+from kamado.eval import evaluate, format_table
+from kamado.eval.data import EvalDataError, read_items
+from kamado.eval.lm import LM
+from kamado.eval.metrics import char_f1, exact_match
 from tests.helpers import EXAMPLES, ROOT, SHARED_DATA, write_jsonl
 
 JGLUE = SHARED_DATA / "eval" / "jglue"
@@ -57,8 +57,8 @@ def test_loglikelihood_matches_a_direct_forward_pass(lm):
 
 
 def test_fewshot_prompts_never_hold_the_item_itself(lm, random_model_dir, tmp_path):
-    from kamado.release.eval import _prompt, _shots
-    from kamado.release.eval.data import DEFAULT_TEMPLATES
+    from kamado.eval import _prompt, _shots
+    from kamado.eval.data import DEFAULT_TEMPLATES
 
     items = read_items("jcommonsenseqa", SAMPLE / "jcommonsenseqa-sample.jsonl")
     for it in items:
@@ -77,7 +77,7 @@ def test_fewshot_prompts_never_hold_the_item_itself(lm, random_model_dir, tmp_pa
 
 
 def test_perplexity_on_heldback_documents(lm, tok_recipe):
-    from kamado.release.eval import heldback_texts
+    from kamado.eval import heldback_texts
     from kamado.stage import Workspace
 
     tokens = Workspace(tok_recipe).stage_dir("tokenizer") / "tokens"

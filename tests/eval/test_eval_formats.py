@@ -9,12 +9,12 @@ import time
 import pytest
 
 from kamado.recipe import EvalConfig, EvalTaskConfig
-from kamado.release.eval import evaluate, format_methods, format_table
-from kamado.release.eval.data import EvalDataError, read_items
-from kamado.release.eval.lm import LM
-from kamado.release.eval.metrics import extract_number, pearson, same_number, spearman
-from kamado.release.eval.sandbox import network_isolation, run_program
-from kamado.release.eval.tasks import _prompt, _shots
+from kamado.eval import evaluate, format_methods, format_table
+from kamado.eval.data import EvalDataError, read_items
+from kamado.eval.lm import LM
+from kamado.eval.metrics import extract_number, pearson, same_number, spearman
+from kamado.eval.sandbox import network_isolation, run_program
+from kamado.eval.tasks import _prompt, _shots
 from tests.helpers import EXAMPLES, ROOT
 
 SAMPLE = EXAMPLES / "eval"

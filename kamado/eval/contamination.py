@@ -14,7 +14,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from kamado.release.eval.data import Item, read_items
+from kamado.eval.data import Item, read_items
 
 
 def normalize(text: str) -> str:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from kamado.release.eval.data import EvalDataError
-from kamado.release.eval.lm import LM
-from kamado.release.eval.mtbench import parse_rating, read_questions, run_mt_bench
+from kamado.eval.data import EvalDataError
+from kamado.eval.lm import LM
+from kamado.eval.mtbench import parse_rating, read_questions, run_mt_bench
 from tests.helpers import EXAMPLES, ROOT
 
 QUESTIONS = EXAMPLES / "eval" / "mt-bench-ja-sample" / "question.jsonl"
@@ -58,8 +58,8 @@ def test_kamado_eval_mt_bench_command(random_model_dir, tok_recipe, tmp_path):
 
 
 def test_contamination_covers_the_finetuning_data(tok_recipe, tmp_path):
-    from kamado.release.contamination import contamination, format_contamination, training_sources
-    from kamado.release.eval.data import Item
+    from kamado.eval.contamination import contamination, format_contamination, training_sources
+    from kamado.eval.data import Item
     from kamado.stage import Workspace
 
     sft = json.loads((EXAMPLES / "sft" / "instructions.jsonl").read_text(encoding="utf-8").splitlines()[0])

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from kamado.release.eval.data import EvalDataError
+from kamado.eval.data import EvalDataError
 from kamado.release.portable import write_json_durable, write_text_durable
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from kamado.recipe import EvalTaskConfig
-from kamado.release.eval.data import EvalDataError, Item, default_template, read_items, read_texts, render
-from kamado.release.eval.formats import METHODS
-from kamado.release.eval.lm import LM
-from kamado.release.eval.metrics import char_f1, exact_match, extract_number, pearson, same_number, spearman
-from kamado.release.eval.sandbox import network_isolation, run_program
+from kamado.eval.data import EvalDataError, Item, default_template, read_items, read_texts, render
+from kamado.eval.formats import METHODS
+from kamado.eval.lm import LM
+from kamado.eval.metrics import char_f1, exact_match, extract_number, pearson, same_number, spearman
+from kamado.eval.sandbox import network_isolation, run_program
 
 CHOICE_TASKS = ("jcommonsenseqa", "jnli", "jmmlu")
 QA_TASKS = ("jsquad", "niilc")
@@ -173,7 +173,7 @@ def _score_similarity(lm: LM, prompts: list[str], items: list[Item], summary: di
 def split_or_merge(args, cfg, out: Path) -> tuple[Path, bool]:
     """`kamado eval --task-index I`: keep only task I and write to <out>/tasks/I (returns that folder, False);
     `kamado eval --merge`: join <out>/tasks/*/ into <out> (returns out, True: nothing else to run)."""
-    from kamado.release.eval import format_table, merge_results
+    from kamado.eval import format_table, merge_results
 
     if args.merge:
         parts = sorted((p for p in (out / "tasks").glob("*") if p.is_dir()), key=lambda p: int(p.name))

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from kamado.recipe import EvalConfig
-from kamado.release.eval.data import EvalDataError
-from kamado.release.eval.lm import LM
-from kamado.release.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
+from kamado.eval.data import EvalDataError
+from kamado.eval.lm import LM
+from kamado.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
 from kamado.release.portable import write_text_durable
 
 __all__ = ["evaluate", "format_table", "merge_results", "EvalDataError", "heldback_texts"]
