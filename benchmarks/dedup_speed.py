@@ -3,6 +3,7 @@
     pip install rensa        # for this benchmark only; not a kamado dependency
     python benchmarks/dedup_speed.py [--data ../shared/data/neardup] [--repeats 3] [--profile] [--json out.json]
                                      [--kamado-root DIR]   # time another checkout's kamado (e.g. with a patch)
+                                     [--baseline-root DIR] # and a second checkout in the same run, alternating
 
 Data: the shared Aozora near-duplicate set (454 documents, 27.8 MB; `text_plain`, ids `doc_id`), gold pairs as in
 benchmarks/dedup_quality.py. kamado: a recipe with every quality rule off (so that every document reaches dedup,
@@ -16,7 +17,9 @@ with CPU seconds (user + system of the process and its children) beside wall tim
 wall time follows the load. Quality: the kamado run's duplicates.json against the gold pairs (found / merged).
 
 `--profile` also runs the kamado command once under cProfile (one worker, so every phase is in one process) and
-prints where the time goes: start-up imports, the filter pass (reading, rules, gzip), each dedup phase, the report.
+prints where the time goes: start-up imports, the filter pass (reading, rules, zstd), each dedup phase, the report.
+`--baseline-root` (e.g. `git archive <commit> | tar -x -C /tmp/base`) times that checkout's command too, in the same
+alternating loop, so that a before/after comparison sees the same load.
 """
 
 from __future__ import annotations
@@ -124,8 +127,8 @@ def profile(recipe: Path, folder: Path) -> None:
     rows = [
         ("imports (all modules, whole command)", cum("<frozen importlib._bootstrap>", "_find_and_load") - 0.0),
         ("filter pass: run_shard", cum("corpus/stage.py", "run_shard")),
-        ("  gzip compress (zlib), whole command", own("<method 'compress' of 'zlib.Compress' objects>")),
-        ("  gzip decompress (zlib), whole command", own("<method 'decompress' of 'zlib.Decompress' objects>")),
+        ("  gzip compress (zlib: final shards), whole command", own("<method 'compress' of 'zlib.Compress' objects>")),
+        ("  gzip decompress (zlib: input .gz), whole command", own("<method 'decompress' of 'zlib.Decompress' objects>")),
         ("  quality rules: apply_filters", cum("corpus/filters.py", "apply_filters")),
         ("dedup: run_local (every phase)", cum("dedup/phases.py", "run_local")),
         ("  signatures", cum("dedup/phases.py", "_signatures")),
@@ -138,7 +141,7 @@ def profile(recipe: Path, folder: Path) -> None:
         ("  checksums (blake2b)", own("<built-in method _hashlib.blake2b>") + own("<method 'hexdigest' of '_blake2.blake2b' objects>")
          + cum("dedup/store.py", "_block_sums")),
         ("  fsync (markers)", own("<built-in method posix.fsync>")),
-        ("report: add_cleaning_report (chart)", cum("corpus/report.py", "add_cleaning_report")),
+        ("report: add_cleaning_report (drops.png)", cum("corpus/report.py", "add_cleaning_report")),
     ]
     print(f"\nprofile of one command (cProfile, one worker; total {total:.2f} s; profiling slows Python code):")
     for name, s in rows:
@@ -152,6 +155,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--kamado-root", default=str(ROOT), help="the checkout whose kamado the command runs")
+    ap.add_argument("--baseline-root", default=None, help="a second checkout, timed in the same alternating loop")
     args = ap.parse_args()
     from dedup_quality import neardup_set, score
 
@@ -162,7 +166,10 @@ def main() -> None:
         (folder / "rensa_cmd.py").write_text(RENSA, encoding="utf-8")
         runs: dict[str, list[tuple[float, float]]] = {
             "kamado run (whole command)": [], "kamado dedup phases alone (from report.json)": [],
+            "kamado start-up (python -c 'import kamado.cli, kamado.corpus.stage')": [],
             "rensa (whole command)": [], "rensa MinHash+LSH loop (texts in memory)": []}
+        if args.baseline_root:
+            runs[f"baseline kamado run ({args.baseline_root})"] = []
         quality = {}
         for r in range(args.repeats):
             run_dir = folder / f"run{r}"
@@ -173,6 +180,14 @@ def main() -> None:
             report = json.loads((run_dir / "corpus" / "report.json").read_text())
             dedup_s = sum(p["seconds"] for p in report["dedup"]["phases"].values())
             runs["kamado dedup phases alone (from report.json)"].append((dedup_s, float("nan")))
+            runs["kamado start-up (python -c 'import kamado.cli, kamado.corpus.stage')"].append(timed(
+                [sys.executable, "-c", "import kamado.cli, kamado.corpus.stage"], folder, Path(args.kamado_root))[:2])
+            if args.baseline_root:
+                base_dir = folder / f"base{r}"
+                wall, cpu, _ = timed([sys.executable, "-m", "kamado.cli", "run", str(recipe), "--only", "corpus",
+                                      "--workdir", str(base_dir)], folder, Path(args.baseline_root))
+                runs[f"baseline kamado run ({args.baseline_root})"].append((wall, cpu))
+                quality["baseline kamado"] = score(kamado_roots(base_dir, docs), pairs)
             wall, cpu, out = timed([sys.executable, str(folder / "rensa_cmd.py"), str(docs)], folder)
             res = json.loads(out)
             runs["rensa (whole command)"].append((wall, cpu))
