@@ -3,8 +3,8 @@ tokenization with the loss mask (only assistant tokens are scored).
 
 Records are instruction/input/output (dolly-ja / Alpaca style) or `messages` lists (system?, user, assistant,
 user, assistant, ...). Both become messages and are rendered with the chat template the tokenizer stage stores
-with the tokenizer (kamado/tokenizer/chat_template.py `alpaca_ja`; `render_segments` mirrors it and a test
-checks they give the same text and the same ids).
+with the tokenizer (kamado/tokenizer/chat_template.py `alpaca_ja`, whose `render_segments` gives the same text
+as segments; a test checks they give the same text and the same ids).
 
 Tokenization is per segment (template text, assistant text, BOS/EOS ids), never of the whole rendered string,
 so the scored tokens are exactly what the model emits after the generation prompt at inference time: the
@@ -21,19 +21,9 @@ from pathlib import Path
 import torch
 
 from kamado.jsonl import RecordError, iter_jsonl, need
-
-# The Japanese Alpaca-style template used by llm-jp-sft and many Japanese instruction sets.
-PROMPT = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。\n\n### 指示:\n{instruction}\n\n### 応答:\n"
-PROMPT_WITH_INPUT = (
-    "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
-    "### 指示:\n{instruction}\n\n### 入力:\n{input}\n\n### 応答:\n"
-)
-
-
-def format_prompt(instruction: str, input_text: str = "") -> str:
-    if input_text.strip():
-        return PROMPT_WITH_INPUT.format(instruction=instruction, input=input_text)
-    return PROMPT.format(instruction=instruction)
+# The chat format is defined once, with the tokenizer; re-exported for the fine-tuning stages and tests.
+from kamado.tokenizer.chat_template import (ASSISTANT_HEADER, BOS, EOS, format_prompt, render_segments,  # noqa: F401
+                                           rendered_text)
 
 
 class BadRecord(RecordError):
@@ -118,12 +108,6 @@ def write_rejections(path: Path, rejected: Rejected, used: int) -> None:
 
 
 # ------------------------------------------------------------------ conversations
-DEFAULT_SYSTEM = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。"
-DEFAULT_SYSTEM_WITH_INPUT = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。"
-USER_HEADER, INPUT_HEADER, ASSISTANT_HEADER = "\n\n### 指示:\n", "\n\n### 入力:\n", "\n\n### 応答:\n"
-BOS, EOS = object(), object()  # markers for the special-token ids in a segment list
-
-
 def record_messages(rec: dict, where: str) -> list[dict]:
     """A record as a conversation: `messages` as given (checked), or instruction/input/output as one exchange.
     Structural errors raise BadRecord naming `where` (file:line) and the field."""
@@ -151,34 +135,6 @@ def record_messages(rec: dict, where: str) -> list[dict]:
     if (rec.get("input") or "").strip():
         user["input"] = rec["input"]
     return [user, {"role": "assistant", "content": rec["output"]}]
-
-
-def render_segments(messages: list[dict]) -> list[tuple[object, bool]]:
-    """The `alpaca_ja` chat template as (text | BOS | EOS, scored) segments; scored = assistant content + EOS."""
-    system, body = "", messages
-    if messages and messages[0]["role"] == "system":
-        system, body = messages[0]["content"], messages[1:]
-    if not system:
-        system = DEFAULT_SYSTEM_WITH_INPUT if body and body[0].get("input") else DEFAULT_SYSTEM
-    segs: list[tuple[object, bool]] = [(BOS, False), (system, False)]
-    for m in body:
-        if m["role"] == "user":
-            segs.append((USER_HEADER + m["content"], False))
-            if m.get("input"):
-                segs.append((INPUT_HEADER + m["input"], False))
-        else:
-            segs += [(ASSISTANT_HEADER, False), (m["content"], True), (EOS, True)]
-    merged: list[tuple[object, bool]] = []  # adjacent unscored text is one prompt string, as at inference time
-    for seg, scored in segs:
-        if merged and isinstance(seg, str) and isinstance(merged[-1][0], str) and not scored and not merged[-1][1]:
-            merged[-1] = (merged[-1][0] + seg, False)
-        else:
-            merged.append((seg, scored))
-    return merged
-
-
-def rendered_text(messages: list[dict], bos_token: str, eos_token: str) -> str:
-    return "".join(bos_token if s is BOS else eos_token if s is EOS else s for s, _ in render_segments(messages))
 
 
 def encode_conversation(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int], list[int], bool] | None:

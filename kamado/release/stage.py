@@ -48,14 +48,13 @@ def source_stage(recipe: Recipe) -> str:
 
 
 def chat_template(recipe: Recipe) -> str | None:
-    """The SFT prompt (kamado.finetune.data) as a Jinja chat template, so `apply_chat_template` reproduces it."""
+    """The template for a tokenizer that has none (tokenizer.chat_template=none): the one SFT/DPO trained on
+    (kamado/tokenizer/chat_template.py), so `apply_chat_template` gives the fine-tuning prompt."""
     if not recipe.release.chat_template or not ({"sft", "dpo"} & set(recipe.stages)):
         return None
-    from kamado.finetune.data import PROMPT
+    from kamado.tokenizer.chat_template import ALPACA_JA
 
-    user = PROMPT.replace("{instruction}", "{{ message['content'] }}")
-    return ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}" + user +
-            "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+    return ALPACA_JA
 
 
 def export(source: Source, out: Path, recipe: Recipe, spm_model: Path) -> None:
