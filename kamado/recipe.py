@@ -7,7 +7,6 @@ relative paths against the recipe file's folder, and check inputs exist before a
 
 from __future__ import annotations
 
-import glob
 import gzip
 import os
 from dataclasses import dataclass, field
@@ -775,14 +774,6 @@ def check_eval_inputs(cfg: EvalConfig, where: str = "recipe") -> None:
             f = getattr(task, key)
             if f and not (os.path.isfile(f) or (task.name == "jmmlu" and os.path.isdir(f))):  # JMMLU: a folder of CSVs
                 raise RecipeError(f"{where}: key 'eval.tasks[{i}].{key}' ({task.name}): file not found: {f}")
-
-
-def expand_paths(patterns: list[str]) -> list[str]:
-    files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        files.extend(m for m in matches if os.path.isfile(m))
-    return files
 
 
 def _has_a_record(path: str) -> bool:

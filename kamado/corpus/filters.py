@@ -160,24 +160,6 @@ class CharacterClassFilter(Rule):
 
 
 @dataclass
-class JapaneseFractionFilter(Rule):
-    min_fraction: float
-    name: str = "japanese_fraction"
-
-    def check(self, ctx):
-        return None if char_fractions(ctx.text)["japanese_with_punctuation"] >= self.min_fraction else "low_japanese_fraction"
-
-
-@dataclass
-class HiraganaFractionFilter(Rule):
-    min_fraction: float
-    name: str = "hiragana_fraction"
-
-    def check(self, ctx):
-        return None if char_fractions(ctx.text)["hiragana_of_japanese"] >= self.min_fraction else "low_hiragana_fraction"
-
-
-@dataclass
 class DomainBlockFilter(Rule):
     """Drop a document whose URL host, or any parent domain of it, is on the block list."""
 
