@@ -155,11 +155,21 @@ class AdaptiveKL:
 # ------------------------------------------------------------------ the trainer
 
 
-def _all_mean(x: torch.Tensor, world: int) -> torch.Tensor:
-    x = x.clone().double()
+# Every collective here reduces a tensor on the rank's device (the engine's): NCCL rejects CPU tensors, so a
+# tensor made without `device=` works under gloo and fails on GPUs (tests/finetune/test_ppo_collectives.py).
+def _all_mean(values: list[float], world: int, device) -> list[float]:
+    """The mean over ranks of a few floats (step statistics), one all-reduce."""
+    x = torch.tensor(values, dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(x)
-    return (x / world).float()
+    return (x / world).float().tolist()
+
+
+def _any_rank(raised: bool, device) -> bool:
+    """Whether any rank raised its flag (a stop signal): every rank agrees, so all save and stop together."""
+    flag = torch.tensor([1.0 if raised else 0.0], device=device)
+    dist.all_reduce(flag)
+    return flag.item() > 0
 
 
 def whiten_global(x: torch.Tensor, mask: torch.Tensor | None, world: int, shift_mean: bool = True) -> torch.Tensor:
@@ -370,7 +380,7 @@ class PPOTrainer:
                 stats["value_loss"] = sum(value_losses) / len(value_losses)
         stats["tokens"] = float(b["attention_mask"].sum().item())
         keys = sorted(stats)
-        reduced = _all_mean(torch.tensor([stats[k] for k in keys]), world).tolist()
+        reduced = _all_mean([stats[k] for k in keys], world, self.device)
         stats = dict(zip(keys, reduced))
         if cfg.adaptive_kl and not self.grpo:
             self.kl.update(stats["kl"], len(mask) * world)
@@ -416,9 +426,7 @@ class PPOTrainer:
                 if self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     print(f"[{cfg.algorithm}] step {self.step}/{cfg.max_steps} reward {stats['reward']:.3f} kl {stats['kl']:.4f} "
                           f"len {stats['response_len']:.1f} loss {stats['policy_loss']:.4f}", flush=True)
-            flag = torch.tensor([1.0 if self.stop.raised else 0.0])
-            dist.all_reduce(flag)
-            if flag.item() > 0:
+            if _any_rank(self.stop.raised, self.device):
                 stopped = "signal"
                 self.save()
                 if env.rank == 0:
