@@ -18,6 +18,14 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {desc}")
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the real Slurm cluster is a `slurm` test whether or not its file says so, so the fast tier
+    (`-m "not slow and not slurm"`) never starts daemons."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """One real Slurm cluster (nodes n1, n2; partition debug) for the whole session; SLURM_CONF points to it.
