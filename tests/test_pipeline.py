@@ -73,6 +73,19 @@ def test_training_losses_fall(tiny_run):
     assert np.mean([m["reward_margin"] for m in dpo[-3:]]) > 0
 
 
+def test_training_writes_tensorboard_events_with_the_jsonl_losses(tiny_run):
+    """TensorBoard is on for every training stage (a declared dependency, never silently skipped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ws = Workspace(tiny_run)
+    events = EventAccumulator(str(ws.stage_dir("pretrain") / "tensorboard"))
+    events.Reload()
+    losses = {e.step: e.value for e in events.Scalars("loss")}
+    jsonl = {m["step"]: m["loss"] for m in metrics(ws, "pretrain")}
+    assert sorted(losses) == sorted(jsonl)
+    assert all(losses[s] == pytest.approx(jsonl[s], rel=1e-6) for s in jsonl)
+
+
 def test_release_loads_offline_with_logits_parity(tiny_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -134,12 +134,10 @@ class MetricsWriter:
                 print(f"[kamado] {self.jsonl}: resumed at step {resume_step}: dropped {dropped['torn_lines']} torn "
                       f"line(s) and {dropped['records_after_resume_step']} record(s) of later steps", flush=True)
             self._fh = open(self.jsonl, "a", encoding="utf-8")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            # TensorBoard is a declared dependency: a missing one is a broken install, said as such, not skipped
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
-            except ImportError:  # tensorboard is optional; JSONL is the record
-                self.tb = None
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
