@@ -12,7 +12,7 @@ from kamado.corpus.readers import open_binary
 from kamado.corpus.stage import run_shard
 from kamado.stage import Workspace, run_stages
 from tests.corpus.dedup_helpers import corpus_recipe, random_text
-from tests.helpers import SHARED_DATA, write_jsonl
+from tests.helpers import SHARED_DATA, shared_data, write_jsonl
 
 
 def _run(recipe):
@@ -170,9 +170,7 @@ def test_a_phase_refuses_a_corrupt_or_deleted_signature_file(tmp_path):
 def test_gold_pairs_of_the_shared_neardup_set(tmp_path):
     """The first 150 documents of the gold set (35 positive, 80 negative pairs inside them): the full set and the
     comparison with datasketch and rensa are in benchmarks/dedup_quality.py."""
-    docs_path = SHARED_DATA / "neardup" / "aozora_variants_docs_part1.jsonl.gz"
-    if not docs_path.is_file():
-        pytest.skip(f"shared data not found: {docs_path} (../shared/data/neardup)")
+    docs_path = shared_data("neardup", "aozora_variants_docs_part1.jsonl.gz")
     with gzip.open(docs_path, "rt", encoding="utf-8") as fh:
         docs = [{"id": d["doc_id"], "text": d["text_plain"]} for d in map(json.loads, (next(fh) for _ in range(150)))]
     recipe = corpus_recipe(tmp_path, [docs[:75], docs[75:]], "corpus.dedup.near=true", "corpus.nfkc=false", num_shards=2)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import sentencepiece as spm
 
 from kamado.finetune.data import encode_example, format_prompt
 from kamado.tokenizer.export import id_mismatches, load_hf
-from tests.helpers import EXAMPLES, SHARED_DATA
+from tests.helpers import EXAMPLES, shared_data
 from tests.tokenizer.test_train import TRICKY
 
 
@@ -37,9 +36,7 @@ def test_hf_ids_identical_to_sentencepiece(small_model, small_hf):
 
 def test_hf_ids_identical_on_unseen_japanese_evaluation_text(small_model, small_hf):
     """The JGLUE sentences and JSQuAD contexts (real Japanese text the model never saw, rare characters included)."""
-    jglue = SHARED_DATA / "eval" / "jglue"
-    if not jglue.is_dir():
-        pytest.skip(f"shared evaluation data not found at {jglue}")
+    jglue = shared_data("eval", "jglue")
     texts = []
     for line in open(jglue / "jnli-v1.3_valid.json", encoding="utf-8"):
         rec = json.loads(line)
