@@ -13,7 +13,7 @@ from kamado.eval import evaluate, format_table
 from kamado.eval.data import EvalDataError, read_items
 from kamado.eval.lm import LM
 from kamado.eval.metrics import char_f1, exact_match
-from tests.helpers import EXAMPLES, ROOT, SHARED_DATA, write_jsonl
+from tests.helpers import EXAMPLES, ROOT, SHARED_DATA, shared_data, write_jsonl
 
 JGLUE = SHARED_DATA / "eval" / "jglue"
 SAMPLE = EXAMPLES / "eval"
@@ -25,9 +25,7 @@ def lm(random_model_dir):
 
 
 def test_jcommonsenseqa_valid_accuracy_over_exactly_the_items_given(lm, random_model_dir, tmp_path):
-    path = JGLUE / "jcommonsenseqa-v1.3_valid.json"
-    if not path.is_file():
-        pytest.skip(f"JGLUE data not found at {path} (../shared/data is absent on this machine)")
+    path = shared_data("eval", "jglue", "jcommonsenseqa-v1.3_valid.json")
     cfg = EvalConfig(tasks=[EvalTaskConfig(name="jcommonsenseqa", path=str(path), limit=12)])
     results = evaluate(cfg, random_model_dir, out_dir=tmp_path, lm=lm, log=lambda _: None)
     summary = results["tasks"][0]
