@@ -87,7 +87,12 @@ def _eval_plan_args(sub) -> None:
     ev.add_argument("--model-id", help="with --mt-bench: the model_id in the answer files (default: the model folder's name)")
     ev.add_argument("--task-index", type=int, metavar="I", help="run only task I of the list (one Slurm array task); "
                     "results go to <out>/tasks/I/, joined by --merge")
-    ev.add_argument("--merge", action="store_true", help="join <out>/tasks/*/ (from --task-index runs) into <out>/results.json")
+    ev.add_argument("--merge", action="store_true", help="join <out>/tasks/0..N-1/ (from --task-index runs) into <out>/results.json")
+    ev.add_argument("--card", metavar="README", help="with --merge: rewrite this model card's evaluation section from the merged results")
+    ev.add_argument("--executor", choices=("local", "slurm"), default="local", help="slurm: one job array task per "
+                    "evaluation task, then a merge job (afterok) that also rewrites the release's model card")
+    ev.add_argument("--dry-run", action="store_true", help="with --executor slurm: write the sbatch scripts and submit.sh only")
+    ev.add_argument("--force-submit", action="store_true", help="with --executor slurm: submit even while earlier jobs are queued")
     ev.add_argument("--harness", choices=("kamado", "lm-eval"), default="kamado",
                     help="lm-eval: run lm-evaluation-harness tasks (--task LM_EVAL_TASK=LOCAL_JSONL) offline instead")
     ev.add_argument("--out", help="folder for results.json, results.md, predictions/ (default: <workdir>/eval)")
@@ -259,6 +264,8 @@ def _eval(args) -> int:
     recipe = _load(args)
     cfg = recipe.eval
     if args.harness == "lm-eval":
+        if args.executor == "slurm":
+            raise RecipeError("--executor slurm runs kamado's own scorer only, not --harness lm-eval")
         from kamado.eval.harness import lm_eval_command
 
         return lm_eval_command(args, recipe)
@@ -287,6 +294,10 @@ def _eval(args) -> int:
     if not (model / "config.json").is_file():
         raise RecipeError(f"--model: no HF model (config.json) in {model}")
     out = Path(args.out) if args.out else ws.root / "eval"
+    if args.executor == "slurm":
+        from kamado.slurm.eval_jobs import submit_eval
+
+        return submit_eval(args, recipe, model, out)
     if args.task_index is not None or args.merge:
         from kamado.eval.tasks import split_or_merge
 

@@ -205,22 +205,7 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
         section, _ = _training_section(recipe, ws, stages, n_params)
         lines += section
 
-    lines += ["## Evaluation / 評価", ""]
-    if eval_results:
-        from kamado.eval import format_methods, format_table
-
-        methods = format_methods(eval_results)
-        lines += [format_table(eval_results), ""] + (["How each task was prompted and scored:", "", methods, ""] if methods else [])
-        if contamination:
-            from kamado.eval.contamination import format_contamination
-
-            trained_on = ", ".join(f"{name} ({_n(s['documents'])} texts)" for name, s in contamination.get(
-                "sources", {"corpus": {"documents": contamination.get("corpus_documents")}}).items())
-            lines += [f"Contamination check against the training data: {trained_on}; "
-                      f"character {contamination['ngram_chars']}-grams after NFKC, whitespace removed:", "",
-                      format_contamination(contamination), ""]
-    else:
-        lines += ["Not evaluated in this run (eval.enabled is false or eval.tasks is empty).", ""]
+    lines += evaluation_section(eval_results, contamination)
 
     lines += ["## Verification / 検証", "",
               f"Loaded offline with `AutoModelForCausalLM` and `AutoTokenizer`. On {verification['prompts']} fixed prompts: "
@@ -251,3 +236,42 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
     path = out / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+EVALUATION_HEADING = "## Evaluation / 評価"
+
+
+def evaluation_section(eval_results: dict | None, contamination: dict | None = None, note: str = "") -> list[str]:
+    """The card's evaluation section: the results table, how each task was prompted, the contamination check."""
+    lines = [EVALUATION_HEADING, ""]
+    if not eval_results:
+        return lines + ["Not evaluated in this run (eval.enabled is false or eval.tasks is empty).", ""]
+    from kamado.eval import format_methods, format_table
+
+    methods = format_methods(eval_results)
+    lines += ([note, ""] if note else []) + [format_table(eval_results), ""]
+    lines += ["How each task was prompted and scored:", "", methods, ""] if methods else []
+    if contamination:
+        from kamado.eval.contamination import format_contamination
+
+        trained_on = ", ".join(f"{name} ({_n(s['documents'])} texts)" for name, s in contamination.get(
+            "sources", {"corpus": {"documents": contamination.get("corpus_documents")}}).items())
+        lines += [f"Contamination check against the training data: {trained_on}; "
+                  f"character {contamination['ngram_chars']}-grams after NFKC, whitespace removed:", "",
+                  format_contamination(contamination), ""]
+    return lines
+
+
+def rewrite_evaluation(card: Path, eval_results: dict, note: str = "") -> Path:
+    """Replace the evaluation section of a model card written by `write_model_card` (everything from its heading
+    to the next `## ` heading) with `eval_results`; the rest of the card stays as it was. Durable (temp, fsync,
+    rename): a release's card is never left half-written."""
+    from kamado.release.portable import write_text_durable
+
+    lines = card.read_text(encoding="utf-8").split("\n")
+    if EVALUATION_HEADING not in lines:
+        raise ValueError(f"{card}: no '{EVALUATION_HEADING}' section to rewrite (not a card kamado wrote)")
+    start = lines.index(EVALUATION_HEADING)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    write_text_durable(card, "\n".join(lines[:start] + evaluation_section(eval_results, note=note) + lines[end:]))
+    return card

@@ -420,13 +420,23 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False, force: bool
         print("[kamado] every selected stage is done already; nothing to submit")
         return 0
     Workspace(recipe).require_previous(todo[0])  # a stage left out of the selection must be done already
+    return submit_specs(recipe, todo, lambda partition, max_array_size: plan(recipe, todo, partition, max_array_size),
+                        dry_run=dry_run, force=force)
+
+
+def submit_specs(recipe: Recipe, todo: list[str], make_specs: Callable[[str, int], list[JobSpec]],
+                 dry_run: bool = False, force: bool = False, dry_run_out: Path | None = None) -> int:
+    """Check, then submit (or with dry_run, write to `dry_run_out`, default `dry_run_folder`) the jobs
+    `make_specs(partition, max_array_size)` plans for `todo`, each `afterok` on the one before, recorded in
+    jobs.json as one chain. Shared by the stages (`submit`) and by other job chains built elsewhere
+    (kamado.slurm.eval_jobs)."""
     check_slurm_values(recipe)  # again: --workdir changes the workdir after the recipe was loaded
     check_recipe(recipe)
     private_slurm_dir(recipe.workdir)
     if dry_run:
         partition, max_array_size = _dry_run_cluster(recipe, todo)
-        specs = plan(recipe, todo, partition, max_array_size)
-        submit_sh = write_dry_run(recipe, specs, todo, dry_run_folder(recipe))
+        specs = make_specs(partition, max_array_size)
+        submit_sh = write_dry_run(recipe, specs, todo, dry_run_out or dry_run_folder(recipe))
         for i, spec in enumerate(specs, 1):
             print(f"# ---- {submit_sh.parent / f'{i:02d}-{spec.stage}-{spec.role}.sbatch'}: {spec.stage} / {spec.role}"
                   + (f", job array of {len(spec.args)} tasks" if spec.array else "")
@@ -439,7 +449,7 @@ def submit(recipe: Recipe, stages: list[str], dry_run: bool = False, force: bool
         return 0
 
     partition = check_cluster(recipe, todo)
-    specs = plan(recipe, todo, partition, cluster_max_array_size())
+    specs = make_specs(partition, cluster_max_array_size())
     with submit_lock(recipe.workdir):  # a second submitter waits here, then sees this chain's jobs queued
         replaces = refuse_if_queued(recipe.workdir, force)
         Workspace(recipe).write_resolved_recipe()  # training ranks read it (kamado.train.worker.load_workspace)
@@ -521,8 +531,10 @@ def stage_status(recipe: Recipe) -> dict[str, dict]:
     ws = Workspace(recipe)
     out = {}
     for stage, entries in read_jobs(recipe).get("stages", {}).items():
-        done = ws.is_done(stage)
         jobs_info = [{**e, "states": job_states(e["id"])} for e in entries]
+        # a chain that is no recipe stage (e.g. `kamado eval --executor slurm`) is done when all its jobs completed
+        done = ws.is_done(stage) if stage in recipe.stages else all(
+            s == "COMPLETED" for j in jobs_info for s in j["states"]) and bool(jobs_info)
         info = {"done": done, "state": verdict(done, [s for j in jobs_info for s in j["states"]]), "jobs": jobs_info}
         if stage == "corpus":
             from kamado.corpus.stage import shard_done_path
