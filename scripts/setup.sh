@@ -31,5 +31,6 @@ pins=()
 if [ "${KAMADO_PINS:-1}" != 0 ]; then pins=(-c constraints/ci.txt); fi
 # torch: the CPU build here; on a GPU cluster install your CUDA build of torch first and this line is a no-op.
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q "torch==2.13.0"
-"$PY" -m pip install -q "${pins[@]}" -e ".[dev]"
+# KAMADO_EXTRAS: which extras besides the code itself (CI adds `eval` so the lm-evaluation-harness test runs)
+"$PY" -m pip install -q "${pins[@]}" -e ".[${KAMADO_EXTRAS:-dev}]"
 echo "setup: kamado installed into $where"
