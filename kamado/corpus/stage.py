@@ -30,6 +30,7 @@ from kamado.corpus.pii import mask_pii
 from kamado.corpus.plan import ensure_plan
 from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
+from kamado.durable import fsync_dir, fsync_file
 from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
@@ -45,14 +46,6 @@ def _shard_name(shard: int) -> str:
 def shard_done_path(ws: Workspace, shard: int) -> Path:
     """The done-marker `run_shard` writes last: a shard that has it is finished (executors skip such shards)."""
     return _work(ws) / f"filtered-{_shard_name(shard)}.done.json"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dict:
@@ -115,10 +108,10 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
                 out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 stats.keep(source.name, len(doc["text"]))
     for tmp in (tmp_path, rejects_tmp):
-        _fsync(tmp)
+        fsync_file(tmp)
     os.replace(tmp_path, out_path)
     os.replace(rejects_tmp, rejects_path)
-    _fsync(work)
+    fsync_dir(work)
     report = stats.as_dict()  # asserts read = kept + Σ dropped + Σ rejected for this shard
     write_json_atomic(work / f"report-{name}.json", report)
     write_json_atomic(done_path, report)  # last: the shard counts as done only once everything is written
