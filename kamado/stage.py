@@ -30,6 +30,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from kamado.durable import write_atomic
 from kamado.recipe import STAGES, TRAINING_STAGES, Recipe, RecipeError, marked_keys, to_dict, to_yaml
 
 DONE = "DONE.json"
@@ -38,6 +39,11 @@ MARK = ".kamado"  # written when kamado creates a stage folder: the folder is ka
 SUPERSEDED = "SUPERSEDED.json"
 SUPERSEDED_INFIX = ".superseded-"
 MARKERS = (MARK, STARTED, DONE, STARTED + ".tmp", DONE + ".tmp")
+
+
+def _is_marker(name: str) -> bool:
+    """kamado's own marker files, or a writer's temp copy of one (durable.write_atomic: `.NAME.tmp-PID`)."""
+    return name in MARKERS or any(name.startswith(f".{m}.tmp-") for m in (STARTED, DONE))
 
 
 class StageConflict(RecipeError):
@@ -215,7 +221,7 @@ class Workspace:
         if not folder.exists():
             return None
         self.check_folder(stage)
-        if all(p.name in MARKERS for p in folder.iterdir()):
+        if all(_is_marker(p.name) for p in folder.iterdir()):
             shutil.rmtree(folder)
             return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -372,19 +378,10 @@ def _read_json(path: Path) -> dict | None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp + fsync + rename (+ fsync of the folder): a marker is either the old one or the whole new one."""
+    """Temp + fsync + rename (+ fsync of the folder): a marker is either the old one or the whole new one. The temp
+    name is the writer's own, so two processes writing the same marker never share a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, ensure_ascii=False, indent=2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def stage_runner(stage: str) -> Callable[[Recipe, Workspace], StageResult]:
