@@ -7,8 +7,10 @@ the folder after it makes "the name exists" imply "the bytes are there".
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def fsync_file(path: Path) -> None:
@@ -51,3 +53,15 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_text_durable(path: Path, text: str) -> None:
+    """`write_atomic` into a folder made if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text)
+
+
+def write_json_durable(path: Path, data: Any) -> None:
+    """Readable, diff-stable JSON (sorted keys, a final newline), written with `write_text_durable`."""
+    write_text_durable(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n")

@@ -19,7 +19,7 @@ from kamado.recipe import EvalConfig
 from kamado.eval.data import EvalDataError
 from kamado.eval.lm import LM
 from kamado.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
-from kamado.release.portable import write_text_durable
+from kamado.durable import write_text_durable
 
 __all__ = ["evaluate", "format_table", "merge_results", "EvalDataError", "heldback_texts"]
 

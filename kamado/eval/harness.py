@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from kamado.eval.data import EvalDataError
-from kamado.release.portable import write_json_durable, write_text_durable
+from kamado.durable import write_json_durable, write_text_durable
 
 
 def _require_lm_eval():

@@ -24,7 +24,7 @@ from pathlib import Path
 from kamado.jsonl import iter_jsonl
 from kamado.eval.data import EvalDataError
 from kamado.eval.lm import LM
-from kamado.release.portable import write_json_durable, write_text_durable
+from kamado.durable import write_json_durable, write_text_durable
 
 JUDGE_PROMPT = (
     "[指示]\n公平な判定者として、以下に示すユーザーの質問に対するAIアシスタントの応答の質を評価してください。"

@@ -266,7 +266,7 @@ def rewrite_evaluation(card: Path, eval_results: dict, note: str = "") -> Path:
     """Replace the evaluation section of a model card written by `write_model_card` (everything from its heading
     to the next `## ` heading) with `eval_results`; the rest of the card stays as it was. Durable (temp, fsync,
     rename): a release's card is never left half-written."""
-    from kamado.release.portable import write_text_durable
+    from kamado.durable import write_text_durable
 
     lines = card.read_text(encoding="utf-8").split("\n")
     if EVALUATION_HEADING not in lines:

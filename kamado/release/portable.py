@@ -8,9 +8,9 @@ missing, which would change every logit of a model trained with another base. Bo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+
+from kamado.durable import write_json_durable
 
 
 def make_config_portable(out_dir: Path) -> dict:
@@ -29,18 +29,3 @@ def make_config_portable(out_dir: Path) -> dict:
         raise ValueError(f"{path}: no 'architectures' entry; vLLM and AutoModel need it")
     write_json_durable(path, cfg)
     return cfg
-
-
-def write_json_durable(path: Path, data: Any) -> None:
-    write_text_durable(path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
-
-
-def write_text_durable(path: Path, text: str) -> None:
-    """temp + fsync + rename: a reader (or a rerun after a kill) sees the old file or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -25,7 +25,8 @@ import torch
 from kamado.recipe import POLICY_STAGES, Recipe
 from kamado.release.card import write_model_card
 from kamado.release.consolidate import Source, load_source
-from kamado.release.portable import make_config_portable, write_json_durable
+from kamado.durable import fsync_dir, fsync_tree, write_json_durable
+from kamado.release.portable import make_config_portable
 from kamado.stage import StageResult, Workspace, write_json_atomic
 from kamado.tokenizer.export import make_portable
 
@@ -189,15 +190,6 @@ def _remove_owned(folder: Path, name: str) -> None:
     shutil.rmtree(path)
 
 
-def _sync_tree(root: Path, files: bool = True) -> None:
-    for path in (sorted(p for p in root.rglob("*") if p.is_file()) if files else []) + [root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def run(recipe: Recipe, ws: Workspace) -> StageResult:
     cfg = recipe.release
     name = plain_name(cfg.model_name)
@@ -227,13 +219,13 @@ def run(recipe: Recipe, ws: Workspace) -> StageResult:
         if missing:
             raise RuntimeError(f"release: {partial} lacks {', '.join(missing)}")
         write_json_atomic(folder / "verification.json", verification)
-        _sync_tree(partial)  # save_pretrained never fsyncs: the name must not appear before the bytes are on disk
+        fsync_tree(partial)  # save_pretrained never fsyncs: the name must not appear before the bytes are on disk
         _claim(folder, old_name)
         _claim(folder, name)
         if final.exists():  # set the complete previous release aside first: one rename, never a delete
             os.replace(final, folder / old_name)
         os.replace(partial, final)
-        _sync_tree(folder, files=False)
+        fsync_dir(folder)
         _remove_owned(folder, old_name)
     except BaseException:
         _remove_owned(folder, partial_name)

@@ -27,11 +27,11 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
+from kamado.durable import write_atomic
 from kamado.recipe import RecipeError
 
 JOBS_FILE = "jobs.json"
@@ -105,23 +105,7 @@ def read_record(workdir: str | os.PathLike) -> dict:
 
 def write_record(workdir: str | os.PathLike, record: dict) -> None:
     """Atomically: a temp file of its own (two writers never share one), fsync, rename, fsync of the folder."""
-    path = jobs_path(workdir)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, ensure_ascii=False, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(jobs_path(workdir), json.dumps(record, ensure_ascii=False, indent=2))
 
 
 def recorded_job_ids(record: dict) -> list[str]:

@@ -61,7 +61,7 @@ def submit_eval(args, recipe: Recipe, model: Path, out: Path) -> int:
     """`recipe`: with its eval section as the command line left it (the jobs run exactly that)."""
     from kamado.cli import _load
     from kamado.recipe import to_yaml
-    from kamado.release.portable import write_text_durable
+    from kamado.durable import write_text_durable
     from kamado.slurm.chains import private_slurm_dir
     from kamado.slurm.executor import submit_specs
 

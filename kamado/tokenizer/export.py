@@ -49,7 +49,8 @@ def make_portable(out_dir: Path, model_max_length: int | None = None) -> dict:
     inline (4.x before 4.43 reads only this key; chat_template.jinja stays for 5.x); no space clean-up on decode
     (4.x's default would turn "a ." into "a.")."""
     import json
-    import os
+
+    from kamado.durable import write_atomic
 
     path = out_dir / "tokenizer_config.json"
     cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -62,12 +63,7 @@ def make_portable(out_dir: Path, model_max_length: int | None = None) -> dict:
     template = out_dir / "chat_template.jinja"
     if template.is_file() and "chat_template" not in cfg:
         cfg["chat_template"] = template.read_text(encoding="utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(cfg, fh, ensure_ascii=False, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(cfg, ensure_ascii=False, indent=2, sort_keys=True))
     return cfg
 
 
