@@ -21,20 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kamado.eval.harness import jcommonsenseqa_task_yaml  # noqa: E402  (after the path above)
+
 JCQA = ROOT.parent / "shared" / "data" / "eval" / "jglue" / "jcommonsenseqa-v1.3_valid.json"
 SAMPLE = ROOT / "examples" / "data" / "eval" / "jcommonsenseqa-sample.jsonl"
 TEMPLATE = "質問：{question}\n回答："
-LM_EVAL_TASK = """task: kamado_bench_jcommonsenseqa
-dataset_path: json
-validation_split: validation
-output_type: multiple_choice
-doc_to_text: "質問：{{question}}\\n回答："
-doc_to_choice: "{{[choice0, choice1, choice2, choice3, choice4]}}"
-doc_to_target: label
-target_delimiter: ""
-metric_list:
-  - metric: acc
-"""
+LM_EVAL_TASK = jcommonsenseqa_task_yaml("kamado_bench_jcommonsenseqa")  # kamado's own prompt, as an lm-eval task
 
 
 def random_model(preset: str, tmp: Path) -> Path:

@@ -19,8 +19,8 @@ import os
 import time
 from pathlib import Path
 
-from kamado.eval.data import EvalDataError
 from kamado.durable import write_json_durable, write_text_durable
+from kamado.eval.data import DEFAULT_TEMPLATES, EvalDataError
 
 
 def _require_lm_eval():
@@ -29,6 +29,17 @@ def _require_lm_eval():
     except ImportError:
         raise EvalDataError("--harness lm-eval needs the lm_eval package: pip install 'kamado[eval]' "
                             "(or pip install lm-eval==0.4.13)") from None
+
+
+def jcommonsenseqa_task_yaml(task_name: str) -> str:
+    """kamado's own JCommonsenseQA prompt (eval/data.DEFAULT_TEMPLATES) as an lm-eval task YAML: with the same prompt on both
+    sides, lm-eval's per-item choices can be held against kamado's scorer (tests/eval/test_harness.py) and timed
+    against it (benchmarks/eval_speed.py)."""
+    prompt = DEFAULT_TEMPLATES["jcommonsenseqa"].replace("{question}", "{{question}}").replace("\n", "\\n")
+    return (f"task: {task_name}\ndataset_path: json\nvalidation_split: validation\noutput_type: multiple_choice\n"
+            f'doc_to_text: "{prompt}"\n'
+            'doc_to_choice: "{{[choice0, choice1, choice2, choice3, choice4]}}"\n'
+            'doc_to_target: label\ntarget_delimiter: ""\nmetric_list:\n  - metric: acc\n')
 
 
 def build_task(manager, name: str, path: str, fewshot_path: str | None = None):

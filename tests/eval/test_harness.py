@@ -9,6 +9,7 @@ import pytest
 
 from kamado.recipe import EvalConfig, EvalTaskConfig
 from kamado.eval import evaluate
+from kamado.eval.harness import jcommonsenseqa_task_yaml
 from kamado.eval.lm import LM
 from tests.helpers import EXAMPLES, ROOT, SHARED_DATA
 
@@ -17,17 +18,7 @@ pytestmark = pytest.mark.slow  # lm-eval's import and task set-up take ~10-20 s 
 
 JCQA = SHARED_DATA / "eval" / "jglue" / "jcommonsenseqa-v1.3_valid.json"
 SAMPLE = EXAMPLES / "eval" / "jcommonsenseqa-sample.jsonl"
-SAME_PROMPT = """task: kamado_jcommonsenseqa_same_prompt
-dataset_path: json
-validation_split: validation
-output_type: multiple_choice
-doc_to_text: "質問：{{question}}\\n回答："
-doc_to_choice: "{{[choice0, choice1, choice2, choice3, choice4]}}"
-doc_to_target: label
-target_delimiter: ""
-metric_list:
-  - metric: acc
-"""
+SAME_PROMPT = jcommonsenseqa_task_yaml("kamado_jcommonsenseqa_same_prompt")  # kamado's own prompt, as an lm-eval task
 
 
 def test_lm_eval_makes_the_same_choices_as_kamados_scorer(random_model_dir, tmp_path):
