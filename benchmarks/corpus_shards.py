@@ -93,7 +93,7 @@ def huge_jsonl(mb: int, shards: int = 64) -> None:
 
     from kamado.corpus.plan import make_plan
     from kamado.corpus.readers import Rejected, iter_source_file
-    from kamado.recipe import CorpusSource
+    from kamado.corpus.config import CorpusSource
 
     folder = Path(tempfile.mkdtemp(prefix="corpus-huge-"))
     path = folder / "huge.jsonl"

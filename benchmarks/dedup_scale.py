@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the measurements and the table here")
     ap.add_argument("--from-json", default=None, help="skip the measurements: extrapolate those of an earlier --json")
     args = ap.parse_args()
-    from kamado.recipe import DedupConfig
+    from kamado.corpus.config import DedupConfig
 
     cfg = DedupConfig()
     unit_docs = args.bucket_unit_docs or cfg.bucket_unit_docs

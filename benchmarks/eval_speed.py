@@ -64,8 +64,8 @@ def main() -> None:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     from lm_eval.models.huggingface import HFLM
 
-    from kamado.recipe import EvalConfig, EvalTaskConfig
-    from kamado.eval import evaluate
+    from kamado.eval.config import EvalConfig, EvalTaskConfig
+    from kamado.eval.run import evaluate
     from kamado.eval.harness import run_lm_eval
     from kamado.eval.lm import LM
 

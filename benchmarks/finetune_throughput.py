@@ -40,7 +40,7 @@ def _single_rank():
 def kamado_run(stage: str, model_dir: str, data: str, steps: int, batch: int, seq_len: int, lr: float) -> tuple[float, int]:
     import torch
 
-    from kamado.recipe import DPOConfig, SFTConfig
+    from kamado.finetune.config import DPOConfig, SFTConfig
     from kamado.tokenizer.export import load_hf
     from kamado.train.loop import TrainLoop
     from kamado.train.model import load_model

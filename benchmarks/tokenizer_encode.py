@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's kamado, not another install
 from tokenizer_common import load_sources, require_data  # noqa: E402
 
-from kamado.recipe import TokenizerConfig  # noqa: E402
+from kamado.tokenizer.config import TokenizerConfig  # noqa: E402
 
 
 def main() -> None:

@@ -153,7 +153,7 @@ def model_size(preset: str, vocab: int) -> tuple[int, object]:
     import torch
     from transformers import LlamaForCausalLM
 
-    from kamado.recipe import ModelConfig
+    from kamado.train.config import ModelConfig
     from kamado.train.model import count_parameters, llama_config, resolve_shape
 
     config = llama_config(resolve_shape(ModelConfig(preset=preset)), vocab, 1, EOS_ID, 3)

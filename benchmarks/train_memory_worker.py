@@ -135,7 +135,7 @@ def measure(stage: int, precision: str, args, rank: int, world: int) -> dict:
     import deepspeed
     import torch
 
-    from kamado.recipe import PretrainConfig
+    from kamado.train.config import PretrainConfig
     from kamado.train.data import causal_lm_loss
     from kamado.train.dsconfig import deepspeed_config
     from kamado.train.model import Shape, build_model, llama_config

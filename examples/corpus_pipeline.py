@@ -30,7 +30,7 @@ from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
 from kamado.corpus.readers import Rejected, iter_source_file, source_files
 from kamado.durable import write_atomic
-from kamado.recipe import QualityRules
+from kamado.corpus.config import QualityRules
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "corpus"
 

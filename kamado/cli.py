@@ -256,9 +256,11 @@ def _eval(args) -> int:
     import os
     from pathlib import Path
 
-    from kamado.recipe import EvalTaskConfig, check_eval_inputs
+    from kamado.eval.config import EvalTaskConfig
+
+    from kamado.recipe import check_eval_inputs
     from kamado.eval.contamination import contamination, format_contamination, task_items, training_sources
-    from kamado.eval import evaluate, format_table
+    from kamado.eval.run import evaluate, format_table
     from kamado.stage import Workspace
 
     recipe = _load(args)

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from kamado.durable import write_atomic
-from kamado.recipe import STAGES, TRAINING_STAGES, Recipe, RecipeError, marked_keys, to_dict, to_yaml
+from kamado.config import marked_keys
+from kamado.recipe import STAGES, TRAINING_STAGES, Recipe, RecipeError, to_dict, to_yaml
 
 DONE = "DONE.json"
 STARTED = "STARTED.json"

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from kamado.recipe import QualityRules
+from kamado.corpus.config import QualityRules
 
 Verdict = Union[bool, tuple[bool, str]]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kamado.recipe import EvalTaskConfig
+from kamado.eval.config import EvalTaskConfig
 from kamado.eval.data import EvalDataError, Item, default_template, read_items, read_texts, render
 from kamado.eval.formats import METHODS
 from kamado.eval.lm import LM
@@ -173,7 +173,7 @@ def _score_similarity(lm: LM, prompts: list[str], items: list[Item], summary: di
 def split_or_merge(args, cfg, out: Path) -> tuple[Path, bool]:
     """`kamado eval --task-index I`: keep only task I and write to <out>/tasks/I (returns that folder, False);
     `kamado eval --merge`: join <out>/tasks/*/ into <out> (returns out, True: nothing else to run)."""
-    from kamado.eval import format_table, merge_results
+    from kamado.eval.run import format_table, merge_results
 
     if args.merge:
         # exactly the recipe's tasks: a folder left by an earlier, longer task list is not merged in

@@ -142,7 +142,7 @@ def _evaluate(recipe: Recipe, ws: Workspace, model_dir: Path) -> tuple[dict | No
     if not recipe.eval.enabled or not recipe.eval.tasks:
         return None, None
     from kamado.eval.contamination import contamination, task_items, training_sources
-    from kamado.eval import evaluate
+    from kamado.eval.run import evaluate
 
     out = ws.stage_dir("release") / "eval"
     results = evaluate(recipe.eval, model_dir, tokens_dir=ws.stage_dir("tokenizer") / "tokens", out_dir=out)

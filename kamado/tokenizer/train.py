@@ -17,7 +17,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
-from kamado.recipe import TokenizerConfig
+from kamado.tokenizer.config import TokenizerConfig
 from kamado.tokenizer.charset import required_set, resolve
 
 # Fixed ids, the same in SentencePiece and in the Hugging Face export (train/ and finetune/ read them from the

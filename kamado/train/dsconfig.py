@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kamado.recipe import TrainConfig
+from kamado.train.config import TrainConfig
 
 
 class DeepSpeedConfigConflict(ValueError):

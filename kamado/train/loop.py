@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from kamado.durable import write_atomic
-from kamado.recipe import TrainConfig
+from kamado.train.config import TrainConfig
 from kamado.train.checkpoint import CheckpointManager
 from kamado.train.data import batch_indices
 from kamado.train.dist import DistEnv

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kamado.recipe import ModelConfig
+from kamado.train.config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
-from kamado.recipe import TrainConfig
+from kamado.train.config import TrainConfig
 
 SCHEDULES = ("cosine", "wsd")
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kamado.recipe import QualityRules, load_recipe
+from kamado.corpus.config import QualityRules
+
+from kamado.recipe import load_recipe
 from tests.helpers import write_jsonl
 
 

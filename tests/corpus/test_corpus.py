@@ -46,7 +46,7 @@ def test_normalize_whole_text_equals_line_by_line():
 def test_rules_switched_off_by_their_thresholds_are_skipped_with_the_same_verdicts():
     from kamado.corpus.filters import (CharacterClassFilter, DocContext, RepetitionFilter, SentenceLengthFilter,
                                        apply_filters, build_filters)
-    from kamado.recipe import QualityRules
+    from kamado.corpus.config import QualityRules
 
     off = QualityRules(min_chars=0, min_japanese_fraction=0, min_hiragana_fraction=0, max_katakana_fraction=1.0,
                        min_avg_sentence_length=0, max_avg_sentence_length=1e9, max_sentence_length=10**9,

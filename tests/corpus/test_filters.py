@@ -6,7 +6,7 @@ from kamado.corpus.filters import apply_filters, build_filters, ngram_fractions
 from kamado.corpus.ngwords import NgWordMatcher
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import luhn_valid, mask_pii, my_number_valid
-from kamado.recipe import QualityRules
+from kamado.corpus.config import QualityRules
 from tests.corpus.corpus_helpers import kept_docs, prose, run_corpus
 
 LOOSE = dict(min_chars=20, min_avg_sentence_length=0)

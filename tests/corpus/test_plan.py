@@ -11,7 +11,7 @@ import yaml
 
 from kamado.corpus.plan import make_plan, read_plan, write_plan
 from kamado.corpus.readers import Rejected, iter_source_file, source_files
-from kamado.recipe import CorpusSource
+from kamado.corpus.config import CorpusSource
 from tests.corpus.plan_helpers import write_mixed
 
 

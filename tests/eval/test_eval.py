@@ -8,8 +8,10 @@ import math
 import pytest
 import torch
 
-from kamado.recipe import EvalConfig, EvalTaskConfig, RecipeError, load_recipe
-from kamado.eval import evaluate, format_table
+from kamado.eval.config import EvalConfig, EvalTaskConfig
+
+from kamado.recipe import RecipeError, load_recipe
+from kamado.eval.run import evaluate, format_table
 from kamado.eval.data import EvalDataError, read_items
 from kamado.eval.lm import LM
 from kamado.eval.metrics import char_f1, exact_match
@@ -55,7 +57,7 @@ def test_loglikelihood_matches_a_direct_forward_pass(lm):
 
 
 def test_fewshot_prompts_never_hold_the_item_itself(lm, random_model_dir, tmp_path):
-    from kamado.eval import _prompt, _shots
+    from kamado.eval.run import _prompt, _shots
     from kamado.eval.data import DEFAULT_TEMPLATES
 
     items = read_items("jcommonsenseqa", SAMPLE / "jcommonsenseqa-sample.jsonl")
@@ -75,7 +77,7 @@ def test_fewshot_prompts_never_hold_the_item_itself(lm, random_model_dir, tmp_pa
 
 
 def test_perplexity_on_heldback_documents(lm, tok_recipe):
-    from kamado.eval import heldback_texts
+    from kamado.eval.run import heldback_texts
     from kamado.stage import Workspace
 
     tokens = Workspace(tok_recipe).stage_dir("tokenizer") / "tokens"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from kamado.recipe import EvalConfig, EvalTaskConfig
-from kamado.eval import evaluate
+from kamado.eval.config import EvalConfig, EvalTaskConfig
+from kamado.eval.run import evaluate
 from kamado.eval.harness import jcommonsenseqa_task_yaml
 from kamado.eval.lm import LM
 from tests.helpers import EXAMPLES, ROOT, SHARED_DATA

@@ -11,7 +11,8 @@ from kamado.finetune.data import BadRecord, encode_conversation, write_rejection
 from kamado.finetune.dpo import DPOTask, load_pairs, reference_logps
 from kamado.finetune.frozen import frozen_model
 from kamado.finetune.ppo import load_prompts, load_value_model, minibatch_slices, ppo_lr_multiplier
-from kamado.recipe import PPOConfig, TrainConfig
+from kamado.finetune.config import PPOConfig
+from kamado.train.config import TrainConfig
 from kamado.train.schedule import lr_multiplier
 from tests.helpers import write_jsonl
 

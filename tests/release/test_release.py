@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from kamado.recipe import EvalTaskConfig
+from kamado.eval.config import EvalTaskConfig
 from kamado.release.consolidate import CheckpointError
 from kamado.stage import Workspace, run_stages
 from tests.helpers import EXAMPLES

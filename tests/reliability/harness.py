@@ -58,7 +58,7 @@ def make_tokens(tokens_dir: Path, seed: int = 0) -> Path:
 
 
 def train_config(**overrides):
-    from kamado.recipe import PretrainConfig
+    from kamado.train.config import PretrainConfig
 
     base = dict(nproc_per_node=1, zero_stage=2, seq_len=32, micro_batch_size=2, max_steps=8, lr=3e-3, warmup_steps=2,
                 checkpoint_every=1, keep_checkpoints=2, log_every=1000, eval_batches=1, seed=1234)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kamado.recipe import TokenizerConfig
+from kamado.tokenizer.config import TokenizerConfig
 from kamado.tokenizer.train import train_sentencepiece, write_training_text
 from tests.helpers import EXAMPLES
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kamado.recipe import TrainConfig
+from kamado.train.config import TrainConfig
 from kamado.train.schedule import ScheduleMismatch, SchedulePlan, lr_multiplier, resume_plan
 
 

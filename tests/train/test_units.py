@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kamado.recipe import TrainConfig
+from kamado.train.config import TrainConfig
 from kamado.train.checkpoint import CheckpointManager, IncompatibleCheckpoint
 from kamado.train.data import Mixture
 from kamado.train.dsconfig import DeepSpeedConfigConflict, deepspeed_config

@@ -1,0 +1,34 @@
+"""The release stage's config (and what its fingerprint covers: release + eval)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kamado.eval.config import EvalConfig
+
+
+@dataclass
+class ReleaseConfig:
+    model_name: str = "kamado-tiny-ja"
+    license: str = "apache-2.0"
+    dtype: str = "float32"  # float32 | bfloat16
+    prompts: list[str] = field(default_factory=lambda: ["日本の首都は", "春になると", "以下は、タスクを説明する指示です。"])
+    max_new_tokens: int = 24
+    logits_tolerance: float = 1e-4
+    # Which training stage to release (None: the last one before release), and where its weights come from:
+    # None = its consolidated `hf/` folder; "latest" or a tag (e.g. step0000100) or a path = its DeepSpeed
+    # checkpoint, consolidated here (any ZeRO stage).
+    from_stage: Optional[str] = None
+    from_checkpoint: Optional[str] = None
+    max_shard_size: str = "5GB"  # safetensors shards above this size are split (save_pretrained)
+    base_model: Optional[str] = None  # Hub id for the card's base_model (default: pretrain.model.init_from's name)
+    chat_template: bool = True  # the SFT prompt template as the tokenizer's chat template (when sft/dpo ran)
+
+
+@dataclass
+class ReleaseStageConfig:
+    """What the release stage's fingerprint covers: its own section and the eval section it runs."""
+
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
