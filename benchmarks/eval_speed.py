@@ -35,7 +35,8 @@ def random_model(preset: str, tmp: Path) -> Path:
     from transformers import AutoTokenizer
 
     from kamado.recipe import load_recipe
-    from kamado.stage import Workspace, run_stages
+    from kamado.local import run_stages
+    from kamado.stage import Workspace
     from kamado.train.model import PRESETS, build_model, llama_config
 
     recipe = load_recipe(ROOT / "recipes" / "tiny-cpu.yaml", [f"workdir={tmp / 'run'}"])

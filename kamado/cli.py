@@ -6,20 +6,8 @@ import argparse
 import json
 import sys
 
-from kamado.recipe import STAGES, RecipeError, check_inputs, load_recipe
-
-STAGE_HELP = {
-    "corpus": "read, normalize, filter, mask PII and deduplicate raw Japanese text",
-    "tokenizer": "train a SentencePiece tokenizer, export it to HF, encode packed token shards "
-                 "(`kamado tokenizer eval --tokenizer PATH... --text FILE...` compares tokenizers)",
-    "pretrain": "pretrain a Llama-style model with DeepSpeed ZeRO",
-    "sft": "instruction fine-tuning: instruction or multi-turn `messages` records, loss on assistant tokens only",
-    "reward": "reward model: the LM with a scalar head, pairwise Bradley-Terry loss (optional stage)",
-    "dpo": "preference optimisation (DPO, IPO, label smoothing) against a frozen reference",
-    "ppo": "RLHF on sampled rollouts: PPO (value model, GAE, KL penalty) or GRPO (optional stage)",
-    "release": "export a verified Hugging Face checkpoint with a model card",
-}
-
+from kamado.pipeline import current
+from kamado.recipe import RecipeError, check_inputs, load_recipe
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML file (see recipes/)")
@@ -28,7 +16,7 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", help="run folder (default: the recipe's workdir)")
     p.add_argument("--executor", choices=("local", "slurm"), default="local", help="where stages run (default: local)")
     p.add_argument("--dry-run", action="store_true", help="with --executor slurm: write and print the sbatch scripts and a submit.sh that submits them, instead of submitting")
-    p.add_argument("--fresh", action="append", default=[], choices=STAGES, metavar="STAGE",
+    p.add_argument("--fresh", action="append", default=[], choices=current().names, metavar="STAGE",
                    help="start this stage from nothing: its folder (checkpoints included) is moved aside to "
                         "<stage>.superseded-<time>/ first (repeatable). Without it a changed config moves the folder "
                         "aside too, while a raised max_steps resumes from the newest checkpoint")
@@ -39,16 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kamado",
         description="kamado (竈): raw Japanese text in, a documented Hugging Face checkpoint out.\n\nstages: "
-        + " → ".join(STAGES),
+        + " → ".join(current().names),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run every unfinished stage of a recipe (skips stages already done)")
     _recipe_args(run)
-    run.add_argument("--only", action="append", choices=STAGES, help="run only this stage (repeatable)")
-    run.add_argument("--until", choices=STAGES, help="stop after this stage")
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=STAGE_HELP[stage])
+    run.add_argument("--only", action="append", choices=current().names, help="run only this stage (repeatable)")
+    run.add_argument("--until", choices=current().names, help="stop after this stage")
+    for spec in current().stages:
+        p = sub.add_parser(spec.name, help=spec.help)
         _recipe_args(p)
     show = sub.add_parser("show", help="print the resolved recipe and each stage's state")
     show.add_argument("recipe")
@@ -144,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 recipe.workdir = os.path.abspath(args.workdir)
             return status(recipe) if args.action == "status" else cancel(recipe)
         recipe = _load(args)
-        from kamado.stage import run_stages, select_stages
+        from kamado.local import run_stages, select_stages
 
         if args.command == "run":
             stages = select_stages(recipe, args.only, args.until)
@@ -153,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         check_inputs(recipe, stages, args.recipe)
         if args.executor == "slurm":
             from kamado.slurm.executor import submit
-            from kamado.stage import Workspace, start_fresh
+            from kamado.local import start_fresh
+            from kamado.stage import Workspace
 
             Workspace(recipe).preflight(stages, args.fresh)
             if not args.dry_run and args.fresh:

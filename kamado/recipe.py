@@ -8,54 +8,73 @@ relative paths against the recipe file's folder, and check inputs exist before a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, List
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kamado.corpus.config import CorpusConfig, QualityRules
+from kamado.pipeline import PIPELINE, Pipeline, current
 from kamado.eval.config import EVAL_TASKS, EvalConfig
-from kamado.finetune.config import DPOConfig, PPOConfig, RewardConfig, SFTConfig
-from kamado.release.config import ReleaseConfig, ReleaseStageConfig
-from kamado.slurm.config import SlurmConfig
-from kamado.tokenizer.config import TokenizerConfig
-from kamado.train.config import PretrainConfig, TrainConfig
-
-STAGES = ("corpus", "tokenizer", "pretrain", "sft", "reward", "dpo", "ppo", "release")
-TRAINING_STAGES = ("pretrain", "sft", "reward", "dpo", "ppo")
-# Stages whose `hf/` is a policy (a causal LM) a later stage continues from or release publishes; the reward
-# model is a scalar-head model that PPO reads as its judge, never as its starting point.
-POLICY_STAGES = ("pretrain", "sft", "dpo", "ppo")
-# A recipe without `stages` runs these (reward and ppo are optional: listed explicitly when wanted).
-DEFAULT_STAGES = ("corpus", "tokenizer", "pretrain", "sft", "dpo", "release")
-
+from kamado.train.config import TrainConfig
 
 class RecipeError(ValueError):
     """A recipe that cannot run: the message names the file and the key."""
 
 
-@dataclass
-class Recipe:
-    name: str = MISSING
-    workdir: str = MISSING  # relative to the recipe file
-    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    release: ReleaseConfig = field(default_factory=ReleaseConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+class RecipeBase:
+    """What every recipe has besides its sections (the dataclass is made from the pipeline: `recipe_type`)."""
+
+    name: str
+    workdir: str
+    stages: list[str]
 
     def stage_config(self, stage: str) -> Any:
-        if stage == "release":  # the release stage also evaluates: a changed eval section redoes it
-            return ReleaseStageConfig(release=self.release, eval=self.eval)
-        return getattr(self, stage)
+        """The config a stage's fingerprint covers: its section, with the sections it also depends on (release:
+        eval, so a changed eval section redoes it) as one dataclass."""
+        spec = current().spec(stage)
+        if not spec.also_covers:
+            return getattr(self, stage)
+        covered = _covered_type(stage, spec.config, tuple((s, type(getattr(self, s))) for s in spec.also_covers))
+        return covered(**{name: getattr(self, name) for name in (stage, *spec.also_covers)})
+
+    def __reduce__(self):  # pickled by value and the pipeline's name: a Slurm job rebuilds it with its own class
+        return _rebuild_recipe, (dict(self.__dict__),)
+
+
+@lru_cache(maxsize=None)
+def recipe_type(pipeline: Pipeline) -> type:
+    """The recipe dataclass of `pipeline`: name, workdir, stages, then one section per stage and per extra section
+    (each typed by the dataclass its package owns), so OmegaConf checks every key of every section."""
+    fields: list[tuple[str, Any, Any]] = [
+        ("name", str, field(default=MISSING)),
+        ("workdir", str, field(default=MISSING)),  # relative to the recipe file
+        ("stages", List[str], field(default_factory=lambda: list(pipeline.default))),
+    ]
+    fields += [(spec.name, spec.config, field(default_factory=spec.config)) for spec in pipeline.stages]
+    fields += [(name, cls, field(default_factory=cls)) for name, cls in pipeline.sections]
+    return make_dataclass("Recipe", fields, bases=(RecipeBase,), namespace={"__module__": __name__})
+
+
+@lru_cache(maxsize=None)
+def _covered_type(stage: str, config: type, others: tuple[tuple[str, type], ...]) -> type:
+    return make_dataclass(f"{stage.capitalize()}StageConfig", [(stage, config), *others], namespace={"__module__": __name__})
+
+
+def _rebuild_recipe(state: dict) -> Any:
+    recipe = recipe_type(current()).__new__(recipe_type(current()))
+    recipe.__dict__.update(state)
+    return recipe
+
+
+Recipe = recipe_type(PIPELINE)  # kamado's own; a KAMADO_PIPELINE recipe has the same fields plus its stages'
+
+
+def stage_names() -> tuple[str, ...]:
+    return current().names
 
 
 # ---------------------------------------------------------------- loading
@@ -64,7 +83,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
-    schema = OmegaConf.structured(Recipe)
+    schema = OmegaConf.structured(recipe_type(current()))
     try:
         from_file = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends: report with the file
@@ -89,7 +108,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def recipe_from_dict(data: dict, base_dir: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
     """Same as load_recipe but from a dict (the resolved recipe a worker reads back)."""
-    merged = OmegaConf.merge(OmegaConf.structured(Recipe), OmegaConf.create(data))
+    merged = OmegaConf.merge(OmegaConf.structured(recipe_type(current())), OmegaConf.create(data))
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     recipe: Recipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
@@ -161,6 +180,7 @@ def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
 def _check_values(recipe: Recipe, where: str) -> None:
     from kamado.slurm.validate import check_slurm_values  # light (no submitit): values that reach sbatch scripts
     check_slurm_values(recipe, where)
+    STAGES = current().names
     for i, stage in enumerate(recipe.stages):
         if stage not in STAGES:
             raise RecipeError(f"{where}: key 'stages[{i}]': unknown stage '{stage}' (known: {', '.join(STAGES)})")
@@ -177,7 +197,7 @@ def _check_values(recipe: Recipe, where: str) -> None:
     if tok.prune_rescoring not in ("renormalize", "viterbi", "none"):
         raise RecipeError(f"{where}: key 'tokenizer.prune_rescoring': must be renormalize, viterbi or none, "
                           f"not {tok.prune_rescoring!r}")
-    for stage in TRAINING_STAGES:
+    for stage in current().training:
         cfg: TrainConfig = getattr(recipe, stage)
         if cfg.zero_stage not in (0, 1, 2, 3):
             raise RecipeError(f"{where}: key '{stage}.zero_stage': must be 0..3, not {cfg.zero_stage}")
@@ -260,6 +280,7 @@ def check_workdir(recipe: Recipe, where: str = "recipe") -> None:
 
     work = os.path.realpath(recipe.workdir)
     own_tokens = os.path.join(work, "tokenizer", "tokens")
+    STAGES = current().names
     for stage in STAGES:
         for key, pattern in stage_input_paths(recipe, stage):
             static = _static_prefix(pattern)
@@ -317,8 +338,9 @@ def _check_release_eval(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: key 'release.model_name': {bad_name}, not {rel.model_name!r}")
     if rel.dtype not in ("float32", "bfloat16"):
         raise RecipeError(f"{where}: key 'release.dtype': must be float32 or bfloat16, not {rel.dtype!r}")
-    if rel.from_stage is not None and rel.from_stage not in POLICY_STAGES:  # a reward model is not a release
-        raise RecipeError(f"{where}: key 'release.from_stage': must be one of {', '.join(POLICY_STAGES)}, not {rel.from_stage!r}")
+    policy = current().policy
+    if rel.from_stage is not None and rel.from_stage not in policy:  # a reward model is not a release
+        raise RecipeError(f"{where}: key 'release.from_stage': must be one of {', '.join(policy)}, not {rel.from_stage!r}")
     for i, task in enumerate(recipe.eval.tasks):
         if task.name not in EVAL_TASKS:
             raise RecipeError(f"{where}: key 'eval.tasks[{i}].name': unknown task {task.name!r} (known: {', '.join(EVAL_TASKS)})")

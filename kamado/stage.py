@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator
 
 from kamado.durable import write_atomic
 from kamado.config import marked_keys
-from kamado.recipe import STAGES, TRAINING_STAGES, Recipe, RecipeError, to_dict, to_yaml
+from kamado.pipeline import current
+from kamado.recipe import Recipe, RecipeError, to_dict, to_yaml
 
 DONE = "DONE.json"
 STARTED = "STARTED.json"
@@ -80,10 +81,8 @@ class Workspace:
     def model_source(self, stage: str) -> Path:
         """The HF folder of the last training stage before `stage` (what it continues from)."""
         stages = self.recipe.stages
-        from kamado.recipe import POLICY_STAGES  # not the reward stage: its scalar-head model is no policy
-
         for prev in reversed(stages[: stages.index(stage)]):
-            if prev in POLICY_STAGES:
+            if prev in current().policy:  # not the reward stage: its scalar-head model is no policy
                 return self.stage_dir(prev) / "hf"
         raise RuntimeError(f"stage {stage} needs a trained model, but no training stage comes before it")
 
@@ -123,7 +122,7 @@ class Workspace:
     def trained_steps(self, stage: str) -> int | None:
         """A finished training stage's steps (None for other stages): fewer than max_steps means extend it."""
         done = self.read_done(stage)
-        if stage not in TRAINING_STAGES or done is None:
+        if stage not in current().training or done is None:
             return None
         steps = done.get("trained_steps", done.get("max_steps"))
         return int(steps) if steps is not None else None
@@ -155,7 +154,7 @@ class Workspace:
 
     def check_steps(self, stage: str) -> None:
         """Refuse a max_steps below what the stage (same fingerprint) has already trained."""
-        if stage not in TRAINING_STAGES:
+        if stage not in current().training:
             return
         want = self.recipe.stage_config(stage).max_steps
         recorded = self.read_done(stage) or self.read_started(stage)
@@ -242,7 +241,7 @@ class Workspace:
         out = []
         for path in sorted(self.root.glob(f"*{SUPERSEDED_INFIX}*")):
             info = _read_json(path / SUPERSEDED)
-            if path.is_dir() and info is not None and is_marked(path) and path.name.split(SUPERSEDED_INFIX)[0] in STAGES:
+            if path.is_dir() and info is not None and is_marked(path) and path.name.split(SUPERSEDED_INFIX)[0] in current().names:
                 out.append((path, info))
         return sorted(out, key=lambda item: item[1].get("superseded_at", 0))
 
@@ -263,7 +262,7 @@ class Workspace:
             "finished_at": time.time(),
             "basis": basis,
         }
-        if stage in TRAINING_STAGES:
+        if stage in current().training:
             marker["max_steps"] = cfg.max_steps
             steps = result.counts.get("steps")
             marker["trained_steps"] = int(steps) if isinstance(steps, (int, float)) else cfg.max_steps
@@ -385,45 +384,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
-def stage_runner(stage: str) -> Callable[[Recipe, Workspace], StageResult]:
-    """Import a stage's run function lazily: `kamado --help` must not pay for torch and DeepSpeed."""
-    if stage == "corpus":
-        from kamado.corpus.stage import run
-    elif stage == "tokenizer":
-        from kamado.tokenizer.stage import run
-    elif stage in ("pretrain", "sft", "reward", "dpo", "ppo"):
-        from kamado.train.launch import run_training_stage
+def run_one_stage(recipe: Recipe, stage: str, run: Callable[[Recipe, Workspace], StageResult],
+                  log: Callable[[str], None] = print) -> str:
+    """Run one stage if it is not done: check its input, prepare its folder, `run`, mark it done.
 
-        return lambda recipe, ws: run_training_stage(recipe, ws, stage)
-    elif stage == "release":
-        from kamado.release.stage import run
-    else:
-        raise KeyError(stage)
-    return run
-
-
-def select_stages(recipe: Recipe, only: list[str] | None = None, until: str | None = None) -> list[str]:
-    from kamado.recipe import RecipeError
-
-    for name in (only or []) + ([until] if until else []):
-        if name not in STAGES:
-            raise RecipeError(f"unknown stage '{name}' (known: {', '.join(STAGES)})")
-        if name not in recipe.stages:
-            raise RecipeError(f"stage '{name}' is not in this recipe's 'stages' list {recipe.stages}")
-    stages = list(recipe.stages)
-    if until:
-        stages = stages[: stages.index(until) + 1]
-    if only:
-        stages = [s for s in stages if s in only]
-    return stages
-
-
-def run_one_stage(recipe: Recipe, stage: str, log: Callable[[str], None] = print,
-                  run: Callable[[Recipe, Workspace], StageResult] | None = None) -> str:
-    """Run one stage if it is not done: check its input, prepare its folder, run, mark it done.
-
-    The local executor calls it for every stage; Slurm jobs call it with `run` replaced by their part of the
-    stage (the corpus finish job, rank 0 of a training job). Everything that depends on the previous stage's
+    The local executor calls it with the whole stage (kamado.local.run_here); Slurm jobs call it with their part
+    of the stage (the finish job of a phased stage, rank 0 of a training job). Everything that depends on the previous stage's
     DONE.json (the fingerprint) is computed here, at run time, never at submit time."""
     ws = Workspace(recipe)
     ws.require_previous(stage)
@@ -438,32 +404,10 @@ def run_one_stage(recipe: Recipe, stage: str, log: Callable[[str], None] = print
     log(f"[kamado] {stage}: running -> {ws.stage_dir(stage)}")
     ws.prepare(stage, log)
     start = time.time()
-    result = (run or stage_runner(stage))(recipe, ws)
+    result = run(recipe, ws)
     marker = ws.mark_done(stage, result, time.time() - start)
     log(f"[kamado] {stage}: done in {marker['seconds']:.1f}s {_summary(result.counts)}")
     return "done"
-
-
-def start_fresh(recipe: Recipe, stages: list[str], log: Callable[[str], None] = print) -> None:
-    """`--fresh STAGE`: move each named stage's folder aside, so it starts from nothing (the stages after it are
-    redone too: their upstream marker is gone)."""
-    ws = Workspace(recipe)
-    with ws.lock():
-        for stage in stages:
-            ws.set_aside(stage, ["--fresh"], log)
-
-
-def run_stages(recipe: Recipe, stages: list[str], log: Callable[[str], None] = print,
-               fresh: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """Run the selected stages in order on this machine; returns {stage: 'skipped' | 'done'}.
-
-    Everything that can refuse the run (unmarked folders, a live writer, a lowered max_steps) is checked
-    before the first stage starts."""
-    ws = Workspace(recipe)
-    ws.preflight(stages, fresh)
-    start_fresh(recipe, list(fresh), log)
-    ws.write_resolved_recipe()
-    return {stage: run_one_stage(recipe, stage, log) for stage in stages}
 
 
 def _summary(counts: dict) -> str:

@@ -75,7 +75,7 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tok_recipe(tmp_path_factory):
     """The demo recipe run through corpus and tokenizer only (real SentencePiece, ~5 s)."""
-    from kamado.stage import run_stages
+    from kamado.local import run_stages
 
     from tests.helpers import tiny_recipe
 

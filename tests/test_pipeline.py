@@ -115,7 +115,7 @@ def test_model_card_holds_the_runs_numbers(tiny_run):
 
 
 def test_rerun_skips_every_stage(tiny_run, capsys):
-    from kamado.stage import run_stages
+    from kamado.local import run_stages
 
     outcome = run_stages(tiny_run, list(tiny_run.stages))
     assert set(outcome.values()) == {"skipped"}

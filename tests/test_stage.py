@@ -5,7 +5,8 @@ import json
 import pytest
 
 from kamado.cli import main
-from kamado.stage import Workspace, run_stages, select_stages
+from kamado.local import run_stages, select_stages
+from kamado.stage import Workspace
 from tests.helpers import ROOT, tiny_recipe
 
 
@@ -71,7 +72,9 @@ def test_cli_rejects_unknown_stage_and_missing_input_before_any_work(tmp_path, c
 
 
 def test_fingerprint_leaves_out_operational_and_extendable_keys(tmp_path):
-    from kamado.recipe import STAGES, TRAINING_STAGES
+    from kamado.pipeline import current
+
+    STAGES, TRAINING_STAGES = current().names, current().training
     from kamado.stage import result_config
 
     recipe = tiny_recipe(tmp_path)

@@ -17,10 +17,8 @@ import hashlib
 import json
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
-
-from tqdm import tqdm
 
 from kamado.corpus import dedup
 from kamado.corpus.dedup.phases import filtered_path, write_filtered
@@ -31,6 +29,7 @@ from kamado.corpus.plan import ensure_plan
 from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
 from kamado.durable import fsync_dir, fsync_file
+from kamado.pipeline import Phase
 from kamado.recipe import Recipe, source_rules, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
@@ -118,12 +117,57 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     return report
 
 
-def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | None = None) -> StageResult:
-    """Global dedup over all filtered shards (kamado.corpus.dedup's sharded phases), final shards, report.
+def filter_task(recipe: Recipe, ws: Workspace, task: int, num_tasks: int) -> dict:
+    """Task `task` of `num_tasks` of the filter phase: shards task, task + num_tasks, ... (done ones skipped)."""
+    n = recipe.corpus.num_shards
+    stats = {"items": 0, "skipped_done": 0}
+    for shard in range(task, n, num_tasks):
+        stats["skipped_done"] += shard_done_path(ws, shard).is_file()
+        run_shard(recipe, ws, shard, n)
+        stats["items"] += 1
+    return stats
 
-    `dedup_phases`: the phases' {name: {tasks, seconds, ...}} when they ran before as Slurm job arrays (their
-    outputs are read here, and a missing one is an error); None: they run here, in a process pool."""
+
+def _shards(recipe: Recipe, ws: Workspace | None = None) -> int:  # noqa: ARG001
+    return recipe.corpus.num_shards
+
+
+def _filter_workers(recipe: Recipe, ws: Workspace) -> int:  # noqa: ARG001
+    return recipe.corpus.workers
+
+
+def _dedup_array_tasks(recipe: Recipe, phase: str) -> int:
+    """A dedup phase's array size on Slurm, fixed before any phase ran: signatures and apply have one unit per
+    filter shard; the units of buckets and verify follow from the documents signatures finds, so those arrays get
+    slurm.dedup_tasks tasks (default corpus.num_shards); clusters is one task."""
+    later = recipe.slurm.dedup_tasks or recipe.corpus.num_shards
+    return {"signatures": recipe.corpus.num_shards, "buckets": later, "verify": later, "clusters": 1,
+            "apply": recipe.corpus.num_shards}[phase]
+
+
+def _dedup_arrays(recipe: Recipe) -> bool:
+    """Dedup phases as Slurm job arrays when near dedup or decontamination is on (slurm.dedup_arrays overrides);
+    exact dedup alone is one hash per document: the finish job runs the phases itself."""
+    d, choice = recipe.corpus.dedup, recipe.slurm.dedup_arrays
+    return choice if choice is not None else d.near or bool(d.decontam_paths)
+
+
+def phases(recipe: Recipe) -> list[Phase]:
+    """The corpus stage's work: filter shards (`run_shard`), then the dedup phases (kamado.corpus.dedup)."""
+    out = [Phase("filter", _shards, filter_task, _shards, _filter_workers)]
+    for name in dedup.PHASES:
+        out.append(Phase(name, partial(dedup.num_tasks_for, name), partial(dedup.run_phase, name),
+                         partial(_dedup_array_tasks, phase=name), dedup.local_workers, _dedup_arrays))
+    return out
+
+
+def finish(recipe: Recipe, ws: Workspace, timings: dict[str, dict]) -> StageResult:
+    """After every phase: the final shards are written; join the shard reports and the dedup outputs into
+    report.json, duplicates.json and summary.txt. `timings`: each phase's {tasks, items, seconds, skipped_done}."""
+    dedup.forget_kept_lines()
     cfg = recipe.corpus
+    num_shards = cfg.num_shards
+    dedup_phases = {name: t for name, t in timings.items() if name in dedup.PHASES}
     folder = ws.stage_dir("corpus")
     shard_stats = []
     for shard in range(num_shards):
@@ -133,9 +177,7 @@ def finish(recipe: Recipe, ws: Workspace, num_shards: int, dedup_phases: dict | 
         shard_stats.append(json.loads(done.read_text()))
     warn_dominant_rules(cfg, shard_stats)  # one rule dropping ≥ 90% of a source: say which, before dedup (and any failure)
 
-    # Exact, near and contained duplicates, contamination: each cluster keeps its first document in input order.
-    if dedup_phases is None:
-        dedup_phases = dedup.run_local(recipe, ws, max(1, min(cfg.workers, num_shards)))
+    # Exact, near and contained duplicates, contamination: each cluster kept its first document in input order.
     dropped: Counter = Counter()
     for s in shard_stats:
         dropped.update(s["dropped"])
@@ -223,22 +265,3 @@ def _summary(report: dict) -> str:
     for kind, n in report["pii_masked"].items():
         lines.append(f"masked {kind:<12}{n:>8,}")
     return "\n".join(lines) + "\n"
-
-
-def _shard_task(args: tuple) -> dict:
-    recipe, shard, num_shards = args
-    return run_shard(recipe, Workspace(recipe), shard, num_shards)
-
-
-def run(recipe: Recipe, ws: Workspace) -> StageResult:
-    n = recipe.corpus.num_shards
-    ensure_plan(recipe, ws, n)  # once, before the shards (each would otherwise wait for the first to make it)
-    workers = max(1, min(recipe.corpus.workers, n))
-    tasks = [(recipe, shard, n) for shard in range(n)]
-    if workers == 1:
-        for t in tqdm(tasks, desc="corpus shards", unit="shard"):
-            _shard_task(t)
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            list(tqdm(pool.map(_shard_task, tasks), total=n, desc="corpus shards", unit="shard"))
-    return finish(recipe, ws, n)

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from kamado.recipe import POLICY_STAGES, Recipe
+from kamado.pipeline import current
+from kamado.recipe import Recipe
 from kamado.stage import Workspace
 
 
@@ -168,7 +169,7 @@ def write_model_card(recipe: Recipe, ws: Workspace, out: Path, trained_by: str, 
     rel = recipe.release
     corpus = _read(ws.stage_dir("corpus") / "report.json")
     tok = _read(ws.stage_dir("tokenizer") / "eval.json")
-    stages = [s for s in recipe.stages if s in POLICY_STAGES]
+    stages = [s for s in recipe.stages if s in current().policy]
     stages = stages[: stages.index(trained_by) + 1] if trained_by in stages else stages
     n_params = sum(p.numel() for p in model.parameters())
     c = model.config

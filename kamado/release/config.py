@@ -1,11 +1,9 @@
-"""The release stage's config (and what its fingerprint covers: release + eval)."""
+"""The release stage's config (its fingerprint also covers the eval section: kamado/pipeline.py also_covers)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
-
-from kamado.eval.config import EvalConfig
 
 
 @dataclass
@@ -24,11 +22,3 @@ class ReleaseConfig:
     max_shard_size: str = "5GB"  # safetensors shards above this size are split (save_pretrained)
     base_model: Optional[str] = None  # Hub id for the card's base_model (default: pretrain.model.init_from's name)
     chat_template: bool = True  # the SFT prompt template as the tokenizer's chat template (when sft/dpo ran)
-
-
-@dataclass
-class ReleaseStageConfig:
-    """What the release stage's fingerprint covers: its own section and the eval section it runs."""
-
-    release: ReleaseConfig = field(default_factory=ReleaseConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from kamado.recipe import POLICY_STAGES, Recipe
+from kamado.pipeline import current
+from kamado.recipe import Recipe
 from kamado.release.card import write_model_card
 from kamado.release.consolidate import Source, load_source
 from kamado.durable import fsync_dir, fsync_tree, write_json_durable
@@ -42,7 +43,7 @@ def source_stage(recipe: Recipe) -> str:
             raise RuntimeError(f"release.from_stage={recipe.release.from_stage}: not a stage of this recipe {recipe.stages}")
         return recipe.release.from_stage
     before = recipe.stages[: recipe.stages.index("release")] if "release" in recipe.stages else recipe.stages
-    trained = [s for s in before if s in POLICY_STAGES]
+    trained = [s for s in before if s in current().policy]
     if not trained:
         raise RuntimeError("release needs a trained model, but no training stage (pretrain, sft, dpo) comes before it")
     return trained[-1]

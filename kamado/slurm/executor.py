@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import kamado
-from kamado.recipe import TRAINING_STAGES, Recipe, RecipeError
+from kamado.pipeline import current
+from kamado.recipe import Recipe, RecipeError
 from kamado.slurm import jobs
 from kamado.slurm.chains import Chain, jobs_path, private_slurm_dir, queued_jobs, read_record, recorded_job_ids, \
     refuse_if_queued, submit_lock
@@ -148,7 +149,7 @@ def plan(recipe: Recipe, stages: list[str], partition: str, max_array_size: int 
                                      params, array=True))
             specs.append(JobSpec(stage, "finish", jobs.corpus_finish, [(recipe, phase_tasks or None)],
                                  _base_params(recipe, partition, stage, "finish")))
-        elif stage in TRAINING_STAGES:
+        elif stage in current().training:
             cfg = recipe.stage_config(stage)
             params = _base_params(recipe, partition, stage, "train")
             params.update(nodes=cfg.nodes, ntasks_per_node=cfg.nproc_per_node,
@@ -222,7 +223,7 @@ def check_cluster(recipe: Recipe, stages: list[str], names: list[str] | None = N
         raise RecipeError(f"key 'slurm.cpus_per_task': {s.cpus_per_task} CPUs per task, but the nodes of partition "
                           f"{partition!r} have at most {max_cpus}")
     for stage in stages:
-        if stage not in TRAINING_STAGES:
+        if stage not in current().training:
             continue
         cfg = recipe.stage_config(stage)
         if cfg.nodes > total_nodes:

@@ -120,12 +120,14 @@ def corpus_finish(recipe: Recipe, phase_tasks: dict[str, int] | None = None) -> 
         timings = phase_timings(ws, phase_tasks) if phase_tasks else None
         return finish(r, ws, r.corpus.num_shards, dedup_phases=timings)
 
-    return run_one_stage(recipe, "corpus", run=run)
+    return run_one_stage(recipe, "corpus", run)
 
 
 def single_stage(recipe: Recipe, stage: str) -> str:
     """Tokenizer and release: the local code path, in one task."""
-    return run_one_stage(recipe, stage)
+    from kamado.local import run_here
+
+    return run_one_stage(recipe, stage, lambda r, w: run_here(r, w, stage))
 
 
 def _stage_main(stage: str):
@@ -133,9 +135,9 @@ def _stage_main(stage: str):
     runs the same code on Slurm (fine-tuning's export with LoRA merging and the reward head, PPO's own trainer)."""
     import importlib
 
-    from kamado.train.worker import STAGE_MODULES
+    from kamado.pipeline import current
 
-    return importlib.import_module(STAGE_MODULES[stage]).main
+    return importlib.import_module(current().spec(stage).rank_main).main
 
 
 # ------------------------------------------------------------------ training: stop, requeue, resume
@@ -243,7 +245,7 @@ def train_rank(recipe: Recipe, stage: str) -> str:
                 # the same outputs kamado.train.launch.run_training_stage lists for a local run
                 return StageResult(counts=counts, outputs=["hf", "checkpoints", "metrics.jsonl", "result.json", "reference_logits.pt"])
 
-            return run_one_stage(recipe, stage, run=run)
+            return run_one_stage(recipe, stage, run)
         ws.require_previous(stage)
         if ws.is_done(stage):
             return "skipped"

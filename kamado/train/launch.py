@@ -9,7 +9,6 @@ import sys
 
 from kamado.recipe import Recipe
 from kamado.stage import StageResult, Workspace
-from kamado.train.worker import STAGE_MODULES
 
 STOPPED_EXIT_CODE = 3  # mirrors kamado.train.loop (not imported here: it pulls in torch)
 
@@ -23,12 +22,13 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_training_stage(recipe: Recipe, ws: Workspace, stage: str) -> StageResult:
+def run_training_stage(recipe: Recipe, ws: Workspace, stage: str, rank_main: str, outputs: tuple[str, ...]) -> StageResult:
+    """torchrun of `python -m RANK_MAIN WORKDIR` (the stage's module, from its pipeline spec) on this machine."""
     cfg = recipe.stage_config(stage)
     if cfg.nodes > 1:
         raise RuntimeError(f"{stage}.nodes={cfg.nodes}: more than one node needs the Slurm executor (--executor slurm)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc_per_node}",
-           "-m", STAGE_MODULES[stage], str(ws.root)]
+           "-m", rank_main, str(ws.root)]
     proc = subprocess.run(cmd, env=worker_env())
     stopped = ws.stage_dir(stage) / "STOPPED.json"
     if proc.returncode == STOPPED_EXIT_CODE or stopped.is_file():  # torchrun reports a worker's exit 3 as its own 1
@@ -37,4 +37,4 @@ def run_training_stage(recipe: Recipe, ws: Workspace, stage: str) -> StageResult
     if proc.returncode != 0:
         raise RuntimeError(f"{stage}: training failed (exit code {proc.returncode}); see the output above")
     result = json.loads((ws.stage_dir(stage) / "result.json").read_text())
-    return StageResult(counts=result, outputs=["hf", "checkpoints", "metrics.jsonl", "result.json", "reference_logits.pt"])
+    return StageResult(counts=result, outputs=list(outputs))

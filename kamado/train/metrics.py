@@ -119,14 +119,35 @@ def _drop_reason(raw: bytes, resume_step: int) -> str | None:
     return None
 
 
+class TensorBoardWriter:
+    """Scalars of metric records, by step. A resumed run purges the events after its resume step first."""
+
+    def __init__(self, out_dir: Path, resume_step: int = 0):
+        # TensorBoard is a declared dependency: a missing one is a broken install, said as such, not skipped
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("step", "time"):
+                self.tb.add_scalar(key, value, record["step"])
+
+    def flush(self) -> None:
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
 class MetricsWriter:
     """Rank 0 writes; JSONL is appended so a resumed run continues the same file, trimmed to the resume step
-    first (and TensorBoard purges its events from that step on)."""
+    first (and TensorBoard, when `tensorboard`, purges its events from that step on)."""
 
-    def __init__(self, out_dir: Path, enabled: bool, resume_step: int = 0):
+    def __init__(self, out_dir: Path, enabled: bool, resume_step: int = 0, tensorboard: bool = True):
         self.enabled = enabled
         self.jsonl = out_dir / "metrics.jsonl"
-        self.tb = None
+        self.tb: TensorBoardWriter | None = None
         self._fh = None
         if enabled:
             dropped = trim_for_resume(self.jsonl, resume_step)
@@ -134,10 +155,8 @@ class MetricsWriter:
                 print(f"[kamado] {self.jsonl}: resumed at step {resume_step}: dropped {dropped['torn_lines']} torn "
                       f"line(s) and {dropped['records_after_resume_step']} record(s) of later steps", flush=True)
             self._fh = open(self.jsonl, "a", encoding="utf-8")
-            # TensorBoard is a declared dependency: a missing one is a broken install, said as such, not skipped
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+            if tensorboard:
+                self.tb = TensorBoardWriter(out_dir, resume_step)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
@@ -145,9 +164,7 @@ class MetricsWriter:
         self._fh.write(json.dumps(record) + "\n")  # one write per record: a kill tears at most the last line
         self._fh.flush()
         if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "time") and value is not None:
-                    self.tb.add_scalar(key, value, record["step"])
+            self.tb.write(record)
 
     def sync(self) -> None:
         """Make every record so far durable (before a checkpoint: a resume never re-writes steps it covers)."""

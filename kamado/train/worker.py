@@ -16,10 +16,6 @@ from typing import Callable
 
 import yaml
 
-STAGE_MODULES = {"pretrain": "kamado.train.pretrain", "sft": "kamado.finetune.sft", "dpo": "kamado.finetune.dpo",
-                 "reward": "kamado.finetune.reward", "ppo": "kamado.finetune.ppo"}
-
-
 def load_workspace(workdir: str):
     from kamado.recipe import recipe_from_dict
     from kamado.stage import Workspace
@@ -42,7 +38,7 @@ def worker_main(stage: str, build: Callable, export: Callable | None = None) -> 
     def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else argv
         if len(argv) != 1:
-            print(f"usage: python -m {STAGE_MODULES[stage]} WORKDIR", file=sys.stderr)
+            print(f"usage: python -m MODULE WORKDIR (the {stage} stage's rank entry)", file=sys.stderr)
             return 2
         return run_worker(stage, argv[0], build, export)
 

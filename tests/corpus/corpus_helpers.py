@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from kamado.recipe import load_recipe
-from kamado.stage import run_stages
+from kamado.local import run_stages
 
 # Short test documents: Swallow's 400-character and 20-character-sentence minimums are switched down.
 LOOSE_RULES = "{min_chars: 20, min_hiragana_fraction: 0.1, min_avg_sentence_length: 0}"

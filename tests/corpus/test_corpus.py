@@ -10,7 +10,7 @@ from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
 from kamado.corpus.readers import BadRecord, read_jsonl
 from kamado.recipe import load_recipe
-from kamado.stage import run_stages
+from kamado.local import run_stages
 from tests.helpers import write_jsonl
 
 PROSE = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で泣いていた事だけは記憶している。"

@@ -10,7 +10,8 @@ from kamado.corpus.dedup import CorruptInput, num_tasks_for, run_phase
 from kamado.corpus.dedup.phases import dedup_dir
 from kamado.corpus.readers import open_binary
 from kamado.corpus.stage import run_shard
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.corpus.dedup_helpers import corpus_recipe, random_text
 from tests.helpers import SHARED_DATA, shared_data, write_jsonl
 
@@ -206,9 +207,17 @@ def _outputs(recipe) -> tuple[list, list, dict]:
 
 
 def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(tmp_path, monkeypatch):
-    """Below SMALL_INPUT_BYTES the dedup phases run in the stage's process even with workers=2 (no pool: the
-    pool class raises), apply reusing the lines signatures read; forced through the pool, every output is equal."""
+    """Below SMALL_INPUT_BYTES the dedup phases run in the executor's process even with workers=2 (only the filter
+    phase starts a pool), apply reusing the lines signatures read; forced through the pool, every output is equal."""
+    import kamado.local
     from kamado.corpus.dedup import phases
+
+    pools = []
+
+    class CountedPool(kamado.local.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args)
+            super().__init__(*args, **kwargs)
 
     a, b, story, x = (random_text(s, n) for s, n in ((70, 2000), (71, 1800), (72, 1500), (73, 900)))
     near_a = a[:700] + "ア" + a[701:]
@@ -218,7 +227,7 @@ def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(
     for mode in ("in-process", "pool"):
         with monkeypatch.context() as m:
             if mode == "in-process":
-                m.setattr(phases, "ProcessPoolExecutor", None)  # calling it would raise TypeError
+                m.setattr(kamado.local, "ProcessPoolExecutor", CountedPool)
             else:
                 m.setattr(phases, "SMALL_INPUT_BYTES", 0)
             recipe = corpus_recipe(tmp_path / mode, [[d] for d in docs], "corpus.dedup.near=true", "corpus.workers=2",
@@ -226,6 +235,8 @@ def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(
             _run(recipe)
             results.append(_outputs(recipe))
             assert not phases._KEPT_LINES  # nothing held after the stage
+            if mode == "in-process":
+                assert len(pools) == 1  # the filter phase's; the five dedup phases ran in this process
     for _, _, report in results:
         report.pop("sources")  # the source paths: two folders
     assert results[0] == results[1]

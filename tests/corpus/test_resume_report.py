@@ -6,7 +6,8 @@ import json
 from kamado.corpus.plan import ensure_plan
 from kamado.corpus.stage import run_shard
 from kamado.recipe import load_recipe
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.corpus.corpus_helpers import LOOSE_RULES, check_invariant
 from tests.helpers import EXAMPLES
 

@@ -6,7 +6,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
-    from kamado.stage import Workspace, run_stages
+    from kamado.local import run_stages
+    from kamado.stage import Workspace
     from kamado.tokenizer.export import load_hf
     from tests.helpers import tiny_recipe
 

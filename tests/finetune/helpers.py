@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+
+from kamado.stage import Workspace
 from tests.helpers import tiny_recipe
 
 # the overrides the session's `tiny_run` was made with: a recipe with the same ones finds those stages done

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from kamado.recipe import check_inputs, load_recipe
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from kamado.tokenizer.export import load_hf
 from tests.helpers import ROOT
 

@@ -9,7 +9,8 @@ from transformers import AutoTokenizer
 
 from kamado.finetune.data import encode_conversation, record_messages, rendered_text
 from kamado.release.stage import chat_template
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.helpers import tiny_recipe
 
 WITH_INPUT = {"instruction": "次の文章を要約してください。", "input": "富士山は日本で一番高い山で、標高は3,776メートルです。",

@@ -23,7 +23,8 @@ LOADER = Path(__file__).with_name("load_with_transformers.py")
 
 @pytest.fixture(scope="module")
 def release_dir(tok_recipe, random_model_dir, tmp_path_factory):
-    from kamado.stage import Workspace, run_stages
+    from kamado.local import run_stages
+    from kamado.stage import Workspace
 
     recipe = make_untrained_release_recipe(tok_recipe, random_model_dir, tmp_path_factory.mktemp("portable"))
     run_stages(recipe, ["release"], log=lambda _: None)

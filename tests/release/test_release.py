@@ -14,7 +14,8 @@ import torch
 
 from kamado.eval.config import EvalTaskConfig
 from kamado.release.consolidate import CheckpointError
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.helpers import EXAMPLES
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

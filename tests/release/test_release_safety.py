@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from kamado.release.stage import OWNED, ReleaseFolderError, run
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 
 
 def _precious(folder: Path) -> Path:

@@ -35,7 +35,7 @@ def _life(workdir: str) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         from kamado.recipe import load_recipe
-        from kamado.stage import run_stages
+        from kamado.local import run_stages
 
         run_stages(load_recipe(RECIPE, [f"workdir={workdir}", STAGES]), ["release"])
         code = 0

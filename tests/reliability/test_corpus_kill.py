@@ -56,7 +56,7 @@ def _life(recipe_path: Path, kill_after: float | None) -> tuple[bool, float]:
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
             from kamado.recipe import load_recipe
-            from kamado.stage import run_stages
+            from kamado.local import run_stages
 
             run_stages(load_recipe(recipe_path), ["corpus"], log=lambda s: None)
             code = 0

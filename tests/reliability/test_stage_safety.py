@@ -13,7 +13,8 @@ import pytest
 
 from kamado.cli import main
 from kamado.recipe import RecipeError, load_recipe
-from kamado.stage import STARTED, StageConflict, Workspace, run_stages, writer_identity
+from kamado.local import run_stages
+from kamado.stage import STARTED, StageConflict, Workspace, writer_identity
 from tests.helpers import ROOT, tiny_recipe
 
 RECIPE = str(ROOT / "recipes" / "tiny-cpu.yaml")
@@ -119,7 +120,7 @@ def test_a_changed_lr_moves_the_folder_aside_and_show_lists_it(pretrained, tmp_p
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fresh_moves_the_stage_aside_even_when_nothing_changed(pretrained, tmp_path):
-    from kamado.stage import start_fresh
+    from kamado.local import start_fresh
 
     run = copy_run(pretrained, tmp_path)
     recipe = tiny_recipe(tmp_path, *PRETRAIN)

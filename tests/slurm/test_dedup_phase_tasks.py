@@ -12,7 +12,8 @@ from kamado.corpus.stage import run_shard
 from kamado.recipe import load_recipe
 from kamado.slurm.executor import dedup_phase_tasks
 from kamado.slurm.jobs import corpus_finish, dedup_phase, phase_record_path
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.slurm.test_executor import kept_ids, write_recipe
 
 SIZES = {"signatures": 3, "buckets": 5, "verify": 2, "clusters": 1, "apply": 3}  # 4 shards; 22 bucket units; 1 slice

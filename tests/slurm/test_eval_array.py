@@ -23,7 +23,7 @@ TASKS = ["--task", "perplexity", "--task", f"jcommonsenseqa={SAMPLE / 'jcommonse
 @pytest.fixture(scope="module")
 def release(tok_recipe, random_model_dir, tmp_path_factory):
     """A released random tiny model (no training): the release stage on the conftest's random model, card included."""
-    from kamado.stage import run_stages
+    from kamado.local import run_stages
     from tests.release.conftest import make_untrained_release_recipe
 
     recipe = make_untrained_release_recipe(tok_recipe, random_model_dir, tmp_path_factory.mktemp("evalslurm"))

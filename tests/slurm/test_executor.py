@@ -14,7 +14,8 @@ import pytest
 from kamado.cli import main
 from kamado.recipe import load_recipe
 from kamado.slurm.executor import cluster_max_array_size, dry_run_folder, group_shards, plan, stage_status
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.helpers import write_jsonl
 
 pytestmark = pytest.mark.slurm

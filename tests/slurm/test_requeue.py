@@ -23,7 +23,8 @@ import pytest
 from kamado.cli import main
 from kamado.recipe import load_recipe
 from kamado.slurm.jobs import requeue_decision
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from tests.slurm.test_executor import wait_until_done, write_recipe
 
 STEPS = 120  # long enough to be still running at both stops, short enough to keep the test under a minute

@@ -9,7 +9,8 @@ import pytest
 import sentencepiece as spm
 
 from kamado.recipe import RecipeError
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+from kamado.stage import Workspace
 from kamado.tokenizer.encode import load_index
 from kamado.tokenizer.export import load_hf
 from tests.helpers import tiny_recipe

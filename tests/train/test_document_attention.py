@@ -108,7 +108,8 @@ def test_document_attention_task_on_real_shards(tmp_path):
 @pytest.mark.distributed
 def test_document_attention_pretrain_run(tmp_path):
     """The real training path: corpus → tokenizer → pretrain (DeepSpeed, 2 CPU ranks) with the key on."""
-    from kamado.stage import Workspace, run_stages
+    from kamado.local import run_stages
+    from kamado.stage import Workspace
     from tests.helpers import tiny_recipe
 
     recipe = tiny_recipe(tmp_path, "pretrain.document_attention=true", "pretrain.max_steps=8", "pretrain.warmup_steps=2",

@@ -11,7 +11,9 @@ import sys
 import pytest
 import yaml
 
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+
+from kamado.stage import Workspace
 from kamado.train.data import batch_indices
 from kamado.train.launch import worker_env
 from tests.helpers import ROOT, tiny_recipe

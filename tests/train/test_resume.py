@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+
+from kamado.stage import Workspace
 from tests.helpers import ROOT, tiny_recipe
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

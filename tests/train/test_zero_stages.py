@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from kamado.stage import Workspace, run_stages
+from kamado.local import run_stages
+
+from kamado.stage import Workspace
 from tests.helpers import tiny_recipe
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

@@ -13,7 +13,7 @@ Runs after the filter shards, as five sharded phases (each a Slurm array in wait
                 per cluster (the first in input order), contained documents resolved, removal list per shard
     apply       one task per group of filter shards: drop the removed documents, write the final data shards
 
-Locally (`run_local`) a small corpus (filter shards under SMALL_INPUT_BYTES) runs every task in the stage's own
+Locally (kamado/local.py, `local_workers`) a small corpus (filter shards under SMALL_INPUT_BYTES) runs every task in the stage's own
 process, apply reusing the lines signatures decompressed; a larger one uses a pool of `corpus.workers` processes.
 Same tasks, same files, same results either way (tests/corpus/test_dedup_stage.py).
 
@@ -39,8 +39,8 @@ Bad input, the rules (each tested in tests/corpus/test_dedup*.py):
 """
 
 from kamado.corpus.dedup.exact import fingerprint_text
-from kamado.corpus.dedup.phases import (PHASES, CorruptInput, apply_results, clusters_summary, num_tasks_for,
-                                        run_local, run_phase)
+from kamado.corpus.dedup.phases import (PHASES, CorruptInput, apply_results, clusters_summary, forget_kept_lines,
+                                        local_workers, num_tasks_for, run_phase)
 
 __all__ = ["PHASES", "CorruptInput", "apply_results", "clusters_summary", "fingerprint_text", "num_tasks_for",
-           "run_local", "run_phase"]
+           "forget_kept_lines", "local_workers", "run_phase"]

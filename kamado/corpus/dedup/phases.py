@@ -43,7 +43,6 @@ import math
 import zlib
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -58,6 +57,7 @@ from kamado.corpus.dedup.lsh import band_keys, key_range, ordered, slice_sorted,
 from kamado.corpus.dedup.minhash import MinHasher, estimated_jaccard, mix64, shingle_hashes
 from kamado.corpus.dedup.store import CorruptInput, Outputs, is_done, write_outputs
 from kamado.corpus.readers import open_binary
+from kamado.phase_tasks import in_process
 from kamado.recipe import Recipe
 from kamado.stage import Workspace
 
@@ -69,7 +69,7 @@ CONTAIN_CHUNK = 250_000  # containment samples a verify task holds at once (~20 
 SLICED = ("exact_hi", "exact_lo", "exact_rows", "band_keys", "band_rows", "frac_keys", "frac_rows", "frac_probe")
 DROP_REASONS = {cl.EXACT: "exact_duplicate", cl.NEAR: "near_duplicate", cl.CONTAINED: "contained_duplicate"}
 
-__all__ = ["PHASES", "CorruptInput", "num_tasks_for", "run_phase", "run_local"]
+__all__ = ["PHASES", "CorruptInput", "num_tasks_for", "run_phase", "local_workers", "forget_kept_lines"]
 
 
 # ---------------------------------------------------------------- layout
@@ -117,18 +117,17 @@ def _sig(ws: Workspace, shard: int) -> Outputs:
     return Outputs(dedup_dir(ws) / "sig", f"{shard:05d}", "signatures")
 
 
-# Total compressed size of the filter shards below which run_local runs every phase in this process, whatever
+# Total compressed size of the filter shards below which the local executor runs every phase in its own process, whatever
 # `workers` says: for a small corpus a pool's start and the second decompression of each shard (apply reads what
 # signatures read) cost more than they save; the lines signatures read are kept for apply (~6x this in memory:
 # zstd packs Japanese text ~5.5:1).
 SMALL_INPUT_BYTES = 16 << 20
-_KEPT_LINES: dict[tuple, list[bytes]] = {}  # (path, inode, mtime, size) -> lines, only while run_local is in-process
-_keep_lines = False
+_KEPT_LINES: dict[tuple, list[bytes]] = {}  # (path, inode, mtime, size) -> lines, only while the phases run in-process
 
 
 def _filtered_lines(ws: Workspace, shard: int, keep: bool = False) -> Iterator[bytes]:
     """The filter shard's lines as bytes (each with its newline): apply copies kept lines as they are. In an
-    in-process run of a small corpus (run_local), the lines signatures read (`keep`) are handed to apply."""
+    in-process run of a small corpus (local_workers), the lines signatures read (`keep`) are handed to apply."""
     path = filtered_path(ws, shard)
     done = path.with_name(f"filtered-{shard:05d}.done.json")
     if not done.is_file():
@@ -138,7 +137,7 @@ def _filtered_lines(ws: Workspace, shard: int, keep: bool = False) -> Iterator[b
     if key in _KEPT_LINES:
         yield from _KEPT_LINES.pop(key)
         return
-    if not (keep and _keep_lines):
+    if not (keep and in_process()):
         with open_binary(str(path)) as fh:
             yield from fh
         return
@@ -657,40 +656,15 @@ def clusters_summary(ws: Workspace) -> dict:
 
 
 # ---------------------------------------------------------------- local executor
-def _pool_task(args: tuple) -> dict:
-    name, recipe, task, num_tasks = args
-    return run_phase(name, recipe, Workspace(recipe), task, num_tasks)
-
-
-def run_local(recipe: Recipe, ws: Workspace, workers: int, log: Callable[[str], None] | None = None) -> dict:
-    """Every phase in order, each as one task per item in a pool of `workers` processes; per-phase timings.
-    A small corpus (filter shards under SMALL_INPUT_BYTES) runs in this process: the same tasks, the same files,
-    no pool, and each shard decompressed once (tests/corpus/test_dedup_stage.py checks the results are equal)."""
-    global _keep_lines
-    timings = {}
-    small = _filtered_bytes(recipe, ws) < SMALL_INPUT_BYTES
-    pool = ProcessPoolExecutor(workers) if workers > 1 and not small else None
-    _keep_lines = pool is None
-    try:
-        for name in PHASES:
-            start = time.time()
-            n = num_tasks_for(name, recipe, ws)
-            tasks = [(name, recipe, t, n) for t in range(n)]
-            if pool is None or n == 1:
-                results = [run_phase(name, recipe, ws, t, n) for _, _, t, n in tasks]
-            else:
-                results = list(pool.map(_pool_task, tasks))
-            timings[name] = {"tasks": n, "seconds": round(time.time() - start, 3),
-                             "skipped_done": sum(r["skipped_done"] for r in results)}
-            if log:
-                log(f"[kamado] corpus dedup {name}: {n} task(s) in {timings[name]['seconds']:.1f}s")
-    finally:
-        _keep_lines = False
-        _KEPT_LINES.clear()
-        if pool is not None:
-            pool.shutdown()
-    return timings
-
-
 def _filtered_bytes(recipe: Recipe, ws: Workspace) -> int:
     return sum(p.stat().st_size for s in range(recipe.corpus.num_shards) if (p := filtered_path(ws, s)).is_file())
+
+
+def local_workers(recipe: Recipe, ws: Workspace) -> int:
+    """Processes for a dedup phase on this machine: a small corpus (filter shards under SMALL_INPUT_BYTES) runs in
+    the executor's own process, where apply reuses the lines signatures decompressed; else corpus.workers."""
+    return 1 if _filtered_bytes(recipe, ws) < SMALL_INPUT_BYTES else max(1, recipe.corpus.workers)
+
+
+def forget_kept_lines() -> None:
+    _KEPT_LINES.clear()
