@@ -249,7 +249,8 @@ def _eval(args) -> int:
 
     from kamado.recipe import check_eval_inputs
     from kamado.eval.contamination import contamination, format_contamination, task_items, training_sources
-    from kamado.eval.run import evaluate, format_table
+    from kamado.eval.report import format_table
+    from kamado.eval.run import evaluate
     from kamado.stage import Workspace
 
     recipe = _load(args)
@@ -290,7 +291,7 @@ def _eval(args) -> int:
 
         return submit_eval(args, recipe, model, out)
     if args.task_index is not None or args.merge:
-        from kamado.eval.tasks import split_or_merge
+        from kamado.eval.run import split_or_merge
 
         out, done = split_or_merge(args, cfg, out)
         if done:

@@ -18,6 +18,7 @@ import numpy as np
 from kamado.eval.config import EvalConfig
 from kamado.eval.data import EvalDataError
 from kamado.eval.lm import LM
+from kamado.eval.report import _headline, _label, format_table
 from kamado.eval.tasks import _prompt, _shots, run_task  # noqa: F401  (_prompt, _shots: for tests)
 from kamado.durable import write_text_durable
 
@@ -93,43 +94,25 @@ def merge_results(part_dirs: list[Path], out_dir: Path) -> dict:
     return results
 
 
-def _label(s: dict) -> str:
-    return s["task"] if s["task"] == "perplexity" else f"{s['task']} {s['shots']}-shot"
+def split_or_merge(args, cfg, out: Path) -> tuple[Path, bool]:
+    """`kamado eval --task-index I`: keep only task I and write to <out>/tasks/I (returns that folder, False);
+    `kamado eval --merge`: join <out>/tasks/*/ into <out> (returns out, True: nothing else to run)."""
+    if args.merge:
+        # exactly the recipe's tasks: a folder left by an earlier, longer task list is not merged in
+        parts = [out / "tasks" / str(i) for i in range(len(cfg.tasks))]
+        results = merge_results(parts, out)
+        print(format_table(results))
+        if getattr(args, "card", None):  # the Slurm eval chain's last job: the model card's table follows the results
+            from kamado.release.card import rewrite_evaluation
+
+            print(f"[kamado] rewrote the evaluation section of {rewrite_evaluation(Path(args.card), results, note=_card_note(out))}")
+        return out, True
+    if not 0 <= args.task_index < len(cfg.tasks):
+        raise EvalDataError(f"--task-index {args.task_index}: the recipe lists {len(cfg.tasks)} evaluation tasks (0..{len(cfg.tasks) - 1})")
+    cfg.tasks = [cfg.tasks[args.task_index]]
+    return out / "tasks" / str(args.task_index), False
 
 
-def _headline(s: dict) -> str:
-    if s["task"] == "perplexity":
-        return f"perplexity {s['perplexity']:.2f}, {s['bits_per_character']:.3f} bits/char on {s['tokens']:,} tokens"
-    if "accuracy" in s:
-        return f"accuracy {s['accuracy']:.4f} ({s['correct']}/{s['items']}), chance {s['chance']:.2f}"
-    if "pass_at_1" in s:
-        return f"pass@1 {s['pass_at_1']:.4f} ({s['passed']}/{s['items']})"
-    if "pearson" in s:
-        return f"Pearson {s['pearson']:.4f}, Spearman {s['spearman']:.4f} on {s['items']} pairs"
-    return f"exact match {s['exact_match']:.4f}, char F1 {s['char_f1']:.4f} on {s['items']} questions"
-
-
-def format_table(results: dict) -> str:
-    lines = ["| task | shots | items | metric | value |", "|---|---|---|---|---|"]
-    for s in results["tasks"]:
-        if s["task"] == "perplexity":
-            lines.append(f"| perplexity ({s['data'] if s['data'].startswith('tokenizer') else Path(s['data']).name}) | – "
-                         f"| {s['documents']:,} docs | perplexity / bits per char | {s['perplexity']:.2f} / {s['bits_per_character']:.3f} |")
-        elif "accuracy" in s:
-            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | accuracy (chance {s['chance']:.2f}) | "
-                         f"{s['accuracy']:.4f} |")
-        elif "pass_at_1" in s:
-            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | pass@1 | {s['pass_at_1']:.4f} |")
-        elif "pearson" in s:
-            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | Pearson / Spearman | "
-                         f"{s['pearson']:.4f} / {s['spearman']:.4f} |")
-        else:
-            lines.append(f"| {s['task']} | {s['shots']} | {s['items']:,} | exact match / char F1 | "
-                         f"{s['exact_match']:.4f} / {s['char_f1']:.4f} |")
-    return "\n".join(lines)
-
-
-def format_methods(results: dict) -> str:
-    """How each task was prompted and scored, and where its shots came from: a list for the model card."""
-    return "\n".join(f"- {s['task']}: {s['method']}. Prompt `{s['template']!r}`; few-shot: {s['fewshot_source']}."
-                     for s in results["tasks"] if s["task"] != "perplexity" and "method" in s)
+def _card_note(out: Path) -> str:
+    return (f"Evaluated after release by `kamado eval --executor slurm` (one Slurm array task per task, then merged); "
+            f"results.json, results.md and per-item predictions in `{out}`.")

@@ -168,29 +168,3 @@ def _score_similarity(lm: LM, prompts: list[str], items: list[Item], summary: di
         records.append({"id": it.id, "label": it.target, "pred": round(pred, 4)})
     summary.update(pearson=pearson(preds, golds), spearman=spearman(preds, golds))
     return records
-
-
-def split_or_merge(args, cfg, out: Path) -> tuple[Path, bool]:
-    """`kamado eval --task-index I`: keep only task I and write to <out>/tasks/I (returns that folder, False);
-    `kamado eval --merge`: join <out>/tasks/*/ into <out> (returns out, True: nothing else to run)."""
-    from kamado.eval.run import format_table, merge_results
-
-    if args.merge:
-        # exactly the recipe's tasks: a folder left by an earlier, longer task list is not merged in
-        parts = [out / "tasks" / str(i) for i in range(len(cfg.tasks))]
-        results = merge_results(parts, out)
-        print(format_table(results))
-        if getattr(args, "card", None):  # the Slurm eval chain's last job: the model card's table follows the results
-            from kamado.release.card import rewrite_evaluation
-
-            print(f"[kamado] rewrote the evaluation section of {rewrite_evaluation(Path(args.card), results, note=_card_note(out))}")
-        return out, True
-    if not 0 <= args.task_index < len(cfg.tasks):
-        raise EvalDataError(f"--task-index {args.task_index}: the recipe lists {len(cfg.tasks)} evaluation tasks (0..{len(cfg.tasks) - 1})")
-    cfg.tasks = [cfg.tasks[args.task_index]]
-    return out / "tasks" / str(args.task_index), False
-
-
-def _card_note(out: Path) -> str:
-    return (f"Evaluated after release by `kamado eval --executor slurm` (one Slurm array task per task, then merged); "
-            f"results.json, results.md and per-item predictions in `{out}`.")

@@ -247,7 +247,7 @@ def evaluation_section(eval_results: dict | None, contamination: dict | None = N
     lines = [EVALUATION_HEADING, ""]
     if not eval_results:
         return lines + ["Not evaluated in this run (eval.enabled is false or eval.tasks is empty).", ""]
-    from kamado.eval.run import format_methods, format_table
+    from kamado.eval.report import format_methods, format_table
 
     methods = format_methods(eval_results)
     lines += ([note, ""] if note else []) + [format_table(eval_results), ""]

@@ -11,7 +11,8 @@ import torch
 from kamado.eval.config import EvalConfig, EvalTaskConfig
 
 from kamado.recipe import RecipeError, load_recipe
-from kamado.eval.run import evaluate, format_table
+from kamado.eval.report import format_table
+from kamado.eval.run import evaluate
 from kamado.eval.data import EvalDataError, read_items
 from kamado.eval.lm import LM
 from kamado.eval.metrics import char_f1, exact_match

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from kamado.eval.config import EvalConfig, EvalTaskConfig
-from kamado.eval.run import evaluate, format_methods, format_table
+from kamado.eval.report import format_methods, format_table
+from kamado.eval.run import evaluate
 from kamado.eval.data import EvalDataError, read_items
 from kamado.eval.lm import LM
 from kamado.eval.metrics import extract_number, pearson, same_number, spearman
