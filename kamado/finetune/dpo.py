@@ -104,10 +104,11 @@ class DPOTask:
         logps = sequence_logps(model, batch, average=self.loss_type == "ipo")
         ref = ref.to(logps.device)
         loss, rc, rr = dpo_loss(logps[:n], logps[n:], ref[:, 0], ref[:, 1], self.beta, self.loss_type, self.label_smoothing)
-        return loss, {"reward_chosen": rc.mean().item(), "reward_rejected": rr.mean().item(),
-                      "reward_margin": (rc - rr).mean().item(), "reward_accuracy": (rc > rr).float().mean().item(),
-                      "logp_margin": (logps[:n] - logps[n:]).detach().mean().item(),
-                      "ref_logp_chosen": ref[:, 0].mean().item(), "ref_logp_rejected": ref[:, 1].mean().item()}
+        # device scalars: the loop reads them back at log steps, not per micro-batch
+        return loss, {"reward_chosen": rc.mean(), "reward_rejected": rr.mean(),
+                      "reward_margin": (rc - rr).mean(), "reward_accuracy": (rc > rr).float().mean(),
+                      "logp_margin": (logps[:n] - logps[n:]).detach().mean(),
+                      "ref_logp_chosen": ref[:, 0].mean(), "ref_logp_rejected": ref[:, 1].mean()}
 
 
 def adapters_disabled_logps(policy, batch: dict, average: bool) -> torch.Tensor:

@@ -71,10 +71,10 @@ class RewardTask:
             yield self._batch(pairs[start : start + micro_batch])
 
     def loss(self, model, batch: dict):
-        n = int(batch["n_pairs"])
         r = scores(model, batch)
+        n = r.shape[0] // 2  # chosen rows, then as many rejected ones (not int(n_pairs): a host read of a device tensor)
         rc, rr = r[:n], r[n:]
-        return bradley_terry_loss(rc, rr), {"accuracy": (rc > rr).float().mean().item(), "margin": (rc - rr).detach().mean().item()}
+        return bradley_terry_loss(rc, rr), {"accuracy": (rc > rr).float().mean(), "margin": (rc - rr).detach().mean()}
 
     @torch.no_grad()
     def accuracy(self, model, pairs, device, micro_batch: int = 8) -> float | None:

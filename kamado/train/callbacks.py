@@ -27,13 +27,14 @@ class StepMetrics:
     finite: bool  # False: a non-finite loss or gradient skipped the update
     val_loss: float | None
     record: dict[str, Any]  # the metrics.jsonl record (rounded); callbacks may add keys
+    log_step: bool = False  # every log_every-th step, the first and the last
     spike: bool = False
     line: Callable[["StepMetrics"], str] | None = None  # the console line, the loop's own format
 
     @property
     def logs(self) -> bool:
-        """Whether the console shows this step: log steps, the first and last, and anything unusual."""
-        return bool(self.record.get("log_step")) or not self.finite or self.spike or self.val_loss is not None
+        """Whether the console shows this step: log steps and anything unusual."""
+        return self.log_step or not self.finite or self.spike or self.val_loss is not None
 
 
 class Callback:
@@ -76,7 +77,7 @@ class MetricsFile(Callback):
         self.writer = MetricsWriter(self.out_dir, True, resume_step=loop.step, tensorboard=False)
 
     def on_step(self, loop, m: StepMetrics) -> None:
-        self.writer.write({k: v for k, v in m.record.items() if k != "log_step"})
+        self.writer.write(m.record)
 
     def on_eval(self, loop, step: int, val_loss: float) -> None:
         self.writer.write(final_val_record(step, val_loss))
@@ -97,7 +98,7 @@ class TensorBoard(Callback):
         self.writer = TensorBoardWriter(self.out_dir, loop.step)
 
     def on_step(self, loop, m: StepMetrics) -> None:
-        self.writer.write({k: v for k, v in m.record.items() if k != "log_step"})
+        self.writer.write(m.record)
 
     def on_eval(self, loop, step: int, val_loss: float) -> None:
         self.writer.write(final_val_record(step, val_loss))

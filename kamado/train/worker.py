@@ -111,6 +111,7 @@ def run_worker(stage: str, workdir: str, build: Callable, export: Callable | Non
             "steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
             "val_loss": result.val_loss, "tokens_trained": result.tokens, "parameters": n_params,
             "skipped_steps": result.skipped_steps, "flops_per_token": flops,
+            "checkpoint_seconds": result.checkpoint_seconds,
             "world_size": env.world_size, "zero_stage": cfg.zero_stage, "precision": cfg.precision,
             "seconds": round(time.time() - start, 1), **info,
         }
