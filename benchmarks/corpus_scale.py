@@ -224,10 +224,10 @@ def run_kamado(recipe_path: Path) -> dict:
         t = time.perf_counter()
         k = num_tasks_for(name, recipe, ws)
         phases[name] = {"tasks": run_tasks(pool, _kamado_task, [(name, str(recipe_path), i, k) for i in range(k)])}
-        timings[name] = {"tasks": k, "seconds": round(time.perf_counter() - t, 3), "skipped_done": 0}
+        timings[name] = {"tasks": k, "items": k, "seconds": round(time.perf_counter() - t, 3), "skipped_done": 0}
     pool.close()
     cpu = _cpu()
-    finish(recipe, ws, n, dedup_phases=timings)  # the report (reads the phases' outputs): in this process
+    finish(recipe, ws, timings)  # the report (reads the phases' outputs): in this process
     phases["finish (report)"] = {"tasks": [{"peak_mb": float("nan"), "cpu_s": _cpu() - cpu}]}
     report = json.loads((ws.stage_dir("corpus") / "report.json").read_text())
     return {"phases": phases, "wall_s": time.perf_counter() - start, "disk": du(ws.stage_dir("corpus")),

@@ -53,7 +53,7 @@ def run_once(num_shards: int, warc: bool) -> dict:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             from kamado.corpus.plan import ensure_plan
-            from kamado.corpus.stage import finish, run_shard
+            from kamado.corpus.stage import dedup_then_timings, finish, run_shard
             from kamado.recipe import load_recipe
             from kamado.stage import Workspace
 
@@ -67,7 +67,7 @@ def run_once(num_shards: int, warc: bool) -> dict:
             for shard in range(num_shards):
                 run_shard(recipe, ws, shard, num_shards)
             marks.append(_cpu())
-            finish(recipe, ws, num_shards)
+            finish(recipe, ws, dedup_then_timings(recipe, ws))  # every dedup phase, then the report
             marks.append(_cpu())
             (folder / "cpu.json").write_text(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
             code = 0

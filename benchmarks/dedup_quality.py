@@ -111,7 +111,7 @@ def run_kamado_core(docs: list[dict], verify: float = 0.8) -> dict[str, str]:
 
 
 def run_kamado(path: Path, workdir: Path, *overrides: str, text_field: str = "text_plain") -> tuple[dict[str, str], float, dict]:
-    from kamado.corpus.stage import finish, run_shard
+    from kamado.corpus.stage import dedup_then_timings, finish, run_shard
     from kamado.recipe import load_recipe
     from kamado.stage import Workspace
     from tests.corpus.dedup_helpers import rules_off
@@ -126,7 +126,7 @@ def run_kamado(path: Path, workdir: Path, *overrides: str, text_field: str = "te
     ws.prepare("corpus")
     run_shard(recipe, ws, 0, 1)  # the filter pass (rules off): not timed, the others get texts in memory
     start = time.perf_counter()
-    finish(recipe, ws, 1)  # every dedup phase, then the report
+    finish(recipe, ws, dedup_then_timings(recipe, ws))  # every dedup phase, then the report
     seconds = time.perf_counter() - start
     report = json.loads((ws.stage_dir("corpus") / "report.json").read_text())
     parent = {d["id"]: d["duplicate_of"] for d in json.loads((ws.stage_dir("corpus") / "duplicates.json").read_text())}

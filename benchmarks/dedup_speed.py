@@ -130,7 +130,7 @@ def profile(recipe: Path, folder: Path) -> None:
         ("  gzip compress (zlib: final shards), whole command", own("<method 'compress' of 'zlib.Compress' objects>")),
         ("  gzip decompress (zlib: input .gz), whole command", own("<method 'decompress' of 'zlib.Decompress' objects>")),
         ("  quality rules: apply_filters", cum("corpus/filters.py", "apply_filters")),
-        ("dedup: run_local (every phase)", cum("dedup/phases.py", "run_local")),
+        ("every phase, filter included (kamado.local)", cum("kamado/local.py", "run_phases_here")),
         ("  signatures", cum("dedup/phases.py", "_signatures")),
         ("    MinHash", cum("dedup/minhash.py", "signatures")),
         ("    fingerprint text (regexes)", cum("dedup/exact.py", "fingerprint_text")),

@@ -161,6 +161,16 @@ def phases(recipe: Recipe) -> list[Phase]:
     return out
 
 
+def dedup_then_timings(recipe: Recipe, ws: Workspace) -> dict[str, dict]:
+    """For scripts that filtered the shards themselves: run the dedup phases here (as the local executor does) and
+    return the timings `finish` takes."""
+    from kamado.local import run_phases_here
+    from kamado.phase_tasks import phase_timings
+
+    sizes = run_phases_here(recipe, ws, "corpus", names=list(dedup.PHASES), log=lambda _: None)
+    return phase_timings(ws, "corpus", sizes)
+
+
 def finish(recipe: Recipe, ws: Workspace, timings: dict[str, dict]) -> StageResult:
     """After every phase: the final shards are written; join the shard reports and the dedup outputs into
     report.json, duplicates.json and summary.txt. `timings`: each phase's {tasks, items, seconds, skipped_done}."""
