@@ -230,3 +230,13 @@ def test_sliced_outputs_check_only_the_small_blocks_a_slice_spans(tmp_path):
         np.testing.assert_array_equal(out.take("grid", want.start, want.stop, row=1), grid[1, want])
         np.testing.assert_array_equal(out.take("flat", want.start, want.stop), grid[1, want])
     np.testing.assert_array_equal(out.take("grid", 1, 3), grid[1:3])
+
+
+def test_minhash_threads_give_the_same_signatures():
+    """The permutations split among threads (each its own columns): the values do not depend on the split."""
+    rng = np.random.default_rng(11)
+    docs = [rng.integers(0, 2**63, int(n), dtype=np.uint64) for n in (0, 3, 40000, 900, 9000, 1, 2047, 30000)]
+    one = MinHasher(200, seed=7, threads=1).signatures(docs)
+    for threads in (2, 3, 200):
+        assert np.array_equal(MinHasher(200, seed=7, threads=threads).signatures(docs), one)
+    assert np.array_equal(MinHasher(200, seed=7, threads=2).signature(docs[2]), one[2])

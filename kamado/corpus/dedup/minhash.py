@@ -11,6 +11,9 @@ benchmarks/dedup_quality.py compares recall, precision and time with rensa and d
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finalizer constants: every output bit depends on every input bit
@@ -18,6 +21,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _P = np.uint64(0x100000001B3)  # FNV prime: the polynomial that combines n code points
 _EMPTY = np.empty(0, dtype=np.uint64)
 CHUNK = 8192  # shingles per [perms, chunk] block: 6.5 MB of uint32 at 200 permutations
+_MAX = np.iinfo(np.uint32).max
 
 
 def mix64(h: np.ndarray) -> np.ndarray:
@@ -49,33 +53,72 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
         return mix64(h)
 
 
-class MinHasher:
-    """`num_perm` MinHash values (uint32) per document over the top 32 bits of the shingle hashes."""
+def _cpus() -> int:
+    """CPUs this process may run on (a Slurm task's allocation, not the node's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    def __init__(self, num_perm: int, seed: int):
+
+class MinHasher:
+    """`num_perm` MinHash values (uint32) per document over the top 32 bits of the shingle hashes.
+
+    The permutations are split into `threads` groups (default: 2 when this process may use two CPUs), each
+    computed by its own thread over every document: numpy's multiply/add/minimum release the GIL, so on two
+    CPUs the Aozora near-dup set's 4.3M shingles take ~0.16 s instead of ~0.22 s. Each group writes its own
+    columns of the result, so the values are the same whatever the number of threads."""
+
+    def __init__(self, num_perm: int, seed: int, threads: int | None = None):
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
         self.a = rng.integers(1, 2**32, num_perm, dtype=np.uint64).astype(np.uint32) | np.uint32(1)
         self.b = rng.integers(0, 2**32, num_perm, dtype=np.uint64).astype(np.uint32)
-        self._buf = np.empty((num_perm, CHUNK), dtype=np.uint32)
+        threads = max(1, min(threads or min(2, _cpus()), num_perm))
+        bounds = np.linspace(0, num_perm, threads + 1).astype(int)
+        self._groups = [_Permutations(self.a[lo:hi], self.b[lo:hi], slice(lo, hi))
+                        for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def signature(self, hashes: np.ndarray) -> np.ndarray:
+        return self.signatures([hashes])[0] if len(hashes) else np.full(self.num_perm, _MAX, dtype=np.uint32)
+
+    def signatures(self, docs: list[np.ndarray]) -> np.ndarray:
+        """[len(docs), num_perm]; a document without shingles gets all-max values (no band key: see phases)."""
+        out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
+        x32 = [(h >> np.uint64(32)).astype(np.uint32) for h in docs]
+        if len(self._groups) == 1 or sum(map(len, x32)) < CHUNK:  # a thread's start costs more than it saves
+            for group in self._groups:
+                group.fill(x32, out)
+        else:
+            with ThreadPoolExecutor(len(self._groups)) as pool:
+                list(pool.map(lambda group: group.fill(x32, out), self._groups))
+        return out
+
+
+class _Permutations:
+    """A group of the permutations `a·x + b mod 2^32` (odd `a`: a bijection of the 32-bit space) with its own
+    [perms, CHUNK] buffer: one thread computes the group's columns of the signatures."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, columns: slice):
+        self.a, self.b, self.columns = a[:, None], b[:, None], columns
+        self._buf = np.empty((len(a), CHUNK), dtype=np.uint32)
 
     def _permuted(self, x32: np.ndarray) -> np.ndarray:
         """[perms, len(x32)] block of a·x + b (wrapping mod 2^32: that is the permutation), in the buffer."""
         block = self._buf[:, : len(x32)]
-        np.multiply(self.a[:, None], x32[None, :], out=block)
-        np.add(block, self.b[:, None], out=block)
+        np.multiply(self.a, x32[None, :], out=block)
+        np.add(block, self.b, out=block)
         return block
 
-    def signature(self, hashes: np.ndarray) -> np.ndarray:
-        sig = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-        x32 = (hashes >> np.uint64(32)).astype(np.uint32)
+    def _signature(self, x32: np.ndarray) -> np.ndarray:
+        sig = np.full(len(self.a), _MAX, dtype=np.uint32)
         for start in range(0, len(x32), CHUNK):
             np.minimum(sig, self._permuted(x32[start:start + CHUNK]).min(axis=1), out=sig)
         return sig
 
-    def signatures(self, docs: list[np.ndarray]) -> np.ndarray:
-        """[len(docs), num_perm]; short documents are packed into one block and reduced per document."""
-        out = np.empty((len(docs), self.num_perm), dtype=np.uint32)
+    def fill(self, x32: list[np.ndarray], out: np.ndarray) -> None:
+        """out[:, columns] for every document; short documents are packed into one block, reduced per document."""
+        cols = self.columns
         batch: list[int] = []
         size = 0
 
@@ -83,24 +126,23 @@ class MinHasher:
             nonlocal size
             if not batch:
                 return
-            block = self._permuted((np.concatenate([docs[i] for i in batch]) >> np.uint64(32)).astype(np.uint32))
-            starts = np.cumsum([0] + [len(docs[i]) for i in batch[:-1]])
-            out[batch] = np.minimum.reduceat(block, starts, axis=1).T
+            block = self._permuted(np.concatenate([x32[i] for i in batch]))
+            starts = np.cumsum([0] + [len(x32[i]) for i in batch[:-1]])
+            out[batch, cols] = np.minimum.reduceat(block, starts, axis=1).T
             batch.clear()
             size = 0
 
-        for i, h in enumerate(docs):
-            if len(h) == 0:
-                out[i] = np.iinfo(np.uint32).max  # no shingle: such a document gets no band key (see phases)
-            elif len(h) > CHUNK // 4:
-                out[i] = self.signature(h)
+        for i, x in enumerate(x32):
+            if len(x) == 0:
+                out[i, cols] = _MAX
+            elif len(x) > CHUNK // 4:
+                out[i, cols] = self._signature(x)
             else:
-                if size + len(h) > CHUNK:
+                if size + len(x) > CHUNK:
                     flush()
                 batch.append(i)
-                size += len(h)
+                size += len(x)
         flush()
-        return out
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
