@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,16 +60,23 @@ def run_phase_task(recipe: Recipe, ws: Workspace, stage: str, phase: str, task: 
     stats = phase_named(recipe, stage, phase).run_task(recipe, ws, task, num_tasks)
     record = {"phase": phase, "task": task, "num_tasks": num_tasks, "job": os.environ.get("SLURM_JOB_ID"),
               "items": int(stats.get("items", 0)), "skipped_done": int(stats.get("skipped_done", 0)),
-              "started_at": started, "ended_at": time.time()}
+              "started_at": started, "ended_at": time.time(), "peak_rss_mb": peak_rss_mb()}
     path = record_path(ws, stage, phase, task)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(record))
     return record
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux: ru_maxrss in KiB). One Slurm array task is one process,
+    so its record holds the task's own peak; a pool worker's covers every task it ran before."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def phase_timings(ws: Workspace, stage: str, sizes: dict[str, int]) -> dict[str, dict]:
-    """{phase: {tasks, items, skipped_done, seconds}} from the records of `sizes` ({phase: tasks it ran with});
-    seconds run from the first task's start to the last one's end. A missing record is an error naming it."""
+    """{phase: {tasks, items, skipped_done, seconds, peak_rss_mb}} from the records of `sizes` ({phase: tasks it ran
+    with}); seconds run from the first task's start to the last one's end, peak_rss_mb is the largest task's. A
+    missing record is an error naming it."""
     out = {}
     for phase, num_tasks in sizes.items():
         records = []
@@ -80,5 +88,6 @@ def phase_timings(ws: Workspace, stage: str, sizes: dict[str, int]) -> dict[str,
             records.append(json.loads(path.read_text()))
         out[phase] = {"tasks": num_tasks, "items": sum(r["items"] for r in records),
                       "seconds": round(max(r["ended_at"] for r in records) - min(r["started_at"] for r in records), 3),
-                      "skipped_done": sum(r["skipped_done"] for r in records)}
+                      "skipped_done": sum(r["skipped_done"] for r in records),
+                      "peak_rss_mb": max(r.get("peak_rss_mb", 0.0) for r in records)}
     return out

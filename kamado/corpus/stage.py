@@ -259,7 +259,8 @@ def _dedup_summary(d: dict) -> str:
     lines = [f"dedup: {d['exact_removed']:,} exact, {d['near_removed']:,} near, {d['contained_removed']:,} contained "
              f"removed; {d['contaminated']:,} contaminated; {d['clusters']:,} clusters (largest {d['largest_cluster']:,})"]
     for name, p in d["phases"].items():
-        lines.append(f"  {name:<12}{p['tasks']:>5} task(s) {p['seconds']:>8.1f}s")
+        lines.append(f"  {name:<12}{p['tasks']:>5} task(s) {p['seconds']:>8.1f}s"
+                     + (f"  peak {p['peak_rss_mb']:,.0f} MB per task" if p.get("peak_rss_mb") else ""))
     return "\n".join(lines) + "\n"
 
 
