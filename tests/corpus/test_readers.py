@@ -193,7 +193,7 @@ def test_html_parser_failure_is_its_own_reject_reason(tmp_path):
 
 def test_hf_folder_is_read_with_datasets_in_batches(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
-    import kamado.corpus.readers as readers
+    import kamado.corpus.readers.arrow as readers
 
     texts = [f"{prose()[i % 6]}{i}" for i in range(700)]
     datasets.Dataset.from_dict({"text": texts, "id": list(range(700))}).save_to_disk(str(tmp_path / "hf"),
