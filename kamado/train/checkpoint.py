@@ -33,15 +33,12 @@ from typing import Any
 import torch.distributed as dist
 
 from kamado.durable import fsync_dir, fsync_tree, write_atomic
+from kamado.train.elastic import IncompatibleCheckpoint, load_any_world_size  # load: identity check, resharding
 
 MANIFEST = "MANIFEST.json"
 META = "kamado.json"
 TAG = re.compile(r"^step\d{7}$")
 TEMP_PREFIXES = ("tmp-", "replaced-", "deleting-")  # every transient name kamado gives a checkpoint folder
-
-
-class IncompatibleCheckpoint(RuntimeError):
-    pass
 
 
 class CheckpointWriteError(RuntimeError):
@@ -268,8 +265,6 @@ class CheckpointManager:
             _warn(note)
         if tag is None:
             return None
-        from kamado.train.elastic import load_any_world_size  # identity check + load; reshards a changed world size
-
         path, client = load_any_world_size(self, engine, tag)
         if path is None:
             raise IncompatibleCheckpoint(f"{self.folder / tag}: DeepSpeed could not load it")

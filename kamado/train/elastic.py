@@ -31,6 +31,11 @@ META = "kamado.json"  # the identity CheckpointManager writes beside each checkp
 MARKER = "kamado-universal.json"  # marks a folder kamado converted (and may delete)
 
 
+class IncompatibleCheckpoint(RuntimeError):
+    """A checkpoint this run cannot continue from (another identity, samples per step or ZeRO stage). Defined here,
+    where the checks are, and imported by kamado.train.checkpoint: no import cycle between the two."""
+
+
 def _rank0_print(message: str) -> None:
     if dist.get_rank() == 0:
         print(f"[kamado] {message}", file=sys.stderr, flush=True)
@@ -50,8 +55,6 @@ def saved_train_batch(tag_dir: Path) -> int | None:
 
 def check_except_world_size(manager, tag: str) -> dict[str, Any]:
     """CheckpointManager.check, for every identity key but world_size; returns the saved identity."""
-    from kamado.train.checkpoint import IncompatibleCheckpoint
-
     meta_path = manager.folder / tag / META
     if not meta_path.is_file():
         raise IncompatibleCheckpoint(f"{manager.folder / tag}: not a kamado checkpoint ({META} missing)")
@@ -80,8 +83,6 @@ def convert_to_universal(source: Path, target: Path) -> None:
 def load_any_world_size(manager, engine, tag: str):
     """Check the checkpoint's identity and load it into `engine`; reshard when it was saved at another world size.
     Returns DeepSpeed's (path, client_state)."""
-    from kamado.train.checkpoint import IncompatibleCheckpoint
-
     meta = check_except_world_size(manager, tag)
     saved_world, world = meta.get("world_size"), manager.identity.get("world_size")
     if saved_world == world:
