@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kamado.finetune.dpo import dpo_loss, interleave_shards, reference_logps, reference_logps_shard
-from kamado.finetune.ppo import (AdaptiveKL, SuffixReward, clipped_policy_loss, clipped_value_loss, gae, group_advantages,
-                                 k3_kl, prompt_ids, stop_token_ids)
+from kamado.finetune.ppo_losses import AdaptiveKL, clipped_policy_loss, clipped_value_loss, gae, group_advantages, k3_kl
+from kamado.finetune.ppo_rollout import SuffixReward, prompt_ids, stop_token_ids
 from kamado.finetune.reward import bradley_terry_loss
 
 POL_C, POL_R = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])

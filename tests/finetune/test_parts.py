@@ -10,7 +10,9 @@ import torch
 from kamado.finetune.data import BadRecord, encode_conversation, write_rejections
 from kamado.finetune.dpo import DPOTask, load_pairs, reference_logps
 from kamado.finetune.frozen import frozen_model
-from kamado.finetune.ppo import load_prompts, load_value_model, minibatch_slices, ppo_lr_multiplier
+from kamado.finetune.ppo import ppo_lr_multiplier
+from kamado.finetune.ppo_losses import minibatch_slices
+from kamado.finetune.ppo_rollout import load_prompts, load_value_model
 from kamado.finetune.config import PPOConfig
 from kamado.train.config import TrainConfig
 from kamado.train.schedule import lr_multiplier
