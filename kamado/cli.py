@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "eval":
             return _eval(args)
         if args.command == "slurm":
-            from kamado.slurm.executor import cancel, status
+            from kamado.slurm.status import cancel, status
 
             recipe = load_recipe(args.recipe)
             if args.workdir:

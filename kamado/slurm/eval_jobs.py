@@ -36,11 +36,11 @@ def run_command(argv: list[str]) -> str:
 def command_specs(recipe: Recipe, partition: str, stage: str, array_commands: list[list[str]],
                   final_command: list[str]) -> list:
     """A job array (one task per command line) and one job after it, as the executor's JobSpecs."""
-    from kamado.slurm.executor import JobSpec, _base_params
+    from kamado.slurm.jobspec import JobSpec, array_params, base_params
 
-    array_params = {**_base_params(recipe, partition, stage, "tasks"), "array_parallelism": recipe.slurm.array_parallelism}
-    return [JobSpec(stage, "tasks", run_command, [(argv,) for argv in array_commands], array_params, array=True),
-            JobSpec(stage, "merge", run_command, [(final_command,)], _base_params(recipe, partition, stage, "merge"))]
+    return [JobSpec(stage, "tasks", run_command, [(argv,) for argv in array_commands],
+                    array_params(recipe, partition, stage, "tasks"), array=True),
+            JobSpec(stage, "merge", run_command, [(final_command,)], base_params(recipe, partition, stage, "merge"))]
 
 
 def eval_commands(recipe_yaml: Path, model: Path, out: Path, num_tasks: int, card: Path | None) -> tuple[list[list[str]], list[str]]:
@@ -59,8 +59,7 @@ def kamado_card(model: Path) -> Path | None:
 
 def submit_eval(args, recipe: Recipe, model: Path, out: Path) -> int:
     """`recipe`: with its eval section as the command line left it (the jobs run exactly that)."""
-    from kamado.cli import _load
-    from kamado.recipe import to_yaml
+    from kamado.recipe import load_recipe, to_yaml
     from kamado.durable import write_text_durable
     from kamado.slurm.chains import private_slurm_dir
     from kamado.slurm.executor import submit_specs
@@ -82,7 +81,8 @@ def submit_eval(args, recipe: Recipe, model: Path, out: Path) -> int:
                                    f"no kamado model card in {model}: only results.json/md are written"))
     # the chain records and writes the recipe as loaded (recipe.resolved.yaml in the workdir is what `kamado slurm
     # status` judges the stages by), not the one with the command line's evaluation tasks
-    as_loaded = _load(args)
+    as_loaded = load_recipe(args.recipe, args.overrides)
+    as_loaded.workdir = recipe.workdir  # the CLI's --workdir, checked already
 
     def specs(partition: str, max_array_size: int) -> list:
         if len(tasks) > max_array_size:

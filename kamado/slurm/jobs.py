@@ -1,5 +1,15 @@
-"""What runs inside the Slurm jobs. submitit pickles these functions by reference: they import nothing heavy
-at module level, so unpickling them in a job is cheap and torch is imported only where a stage needs it.
+"""What runs inside the Slurm jobs, for any stage: each job reads what to do from the stage's pipeline spec
+(kamado/pipeline.py), so a stage kamado does not have runs the same way. submitit pickles these functions by
+reference: they import nothing heavy at module level, so unpickling them in a job is cheap and torch is imported
+only where a stage needs it.
+
+- a phase's array task (`phase_task`): prepare the stage folder, then `kamado.phase_tasks.run_phase_task`;
+- phases the stage keeps off job arrays (`Phase.slurm_array` false) and that come before an array phase: one
+  job runs them here (`phases_here`);
+- the finish job (`finish_stage`): the phases kept off arrays that come last, then the stage's `finish` with the
+  timings of every phase, then DONE.json;
+- a `run` stage (`single_stage`): the local code path in one task;
+- a training stage (`train_rank`): one rank of nodes × nproc_per_node, running the spec's `rank_main` module.
 
 Preparation happens here, in the jobs, never at submit time: a stage's fingerprint depends on the previous
 stage's DONE.json, which does not exist yet when the whole chain is submitted.
@@ -15,9 +25,8 @@ Signals and requeue (which process gets what):
   preemption Slurm requeues it anyway, and after scancel it must stay cancelled. submitit's own
   Checkpointable handler does not fit here: it runs in rank 0 only, inside the signal handler, and requeues
   before the other ranks have saved their ZeRO shards.
-- Corpus shard tasks and dedup phase tasks are submitit Checkpointables (submitit's USR2 near the time limit →
-  requeue of that array task, up to slurm.max_requeues); a requeued or rerun task skips its shards (work units)
-  that have a done-marker.
+- Phase tasks are submitit Checkpointables (submitit's USR2 near the time limit → requeue of that array task,
+  up to slurm.max_requeues); a requeued or rerun task skips the work units that have their done-marker.
 """
 
 from __future__ import annotations
@@ -27,104 +36,91 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
+from kamado.phase_tasks import phase_timings, record_path, run_phase_task, stage_phases
+from kamado.pipeline import current
 from kamado.recipe import Recipe
-from kamado.stage import StageResult, Workspace, run_one_stage, write_json_atomic
+from kamado.stage import StageResult, Workspace, run_one_stage
 
 
 class Requeued(Exception):
     """Training stopped on a signal and the job is requeued (by itself or by Slurm): the stage is not done."""
 
 
-class CorpusShards(Checkpointable):
-    """One array task: filter a group of shards (the same `run_shard` the local process pool runs).
-
-    Checkpointable: submitit's checkpoint() resubmits the same call, and every shard that already has its
-    done-marker returns at once, so a requeued task only does what is left."""
-
-    def __call__(self, recipe: Recipe, shards: list[int], num_shards: int) -> list[dict]:
-        from kamado.corpus.stage import run_shard
-
-        ws = Workspace(recipe)
-        ws.require_previous("corpus")
-        if ws.is_done("corpus"):
-            return [{"skipped": True}]
-        ws.prepare("corpus")  # locked: the array's tasks do this at the same time
-        return [run_shard(recipe, ws, shard, num_shards) for shard in shards]
+def _ready(recipe: Recipe, stage: str) -> Workspace | None:
+    """The workspace with the stage folder prepared, or None when the stage is done already. Every task of every
+    array does this at once: prepare() is locked, the first moves a stale folder aside, the others keep it."""
+    ws = Workspace(recipe)
+    ws.require_previous(stage)
+    if ws.is_done(stage):
+        return None
+    ws.prepare(stage)
+    return ws
 
 
-corpus_shards = CorpusShards()
+class PhaseTask(Checkpointable):
+    """One array task: task `task` of `num_tasks` of the stage's phase (units task, task + num_tasks, ...; the
+    array's size is fixed at submit time, so an array sized before the phase's units are known still covers them).
 
+    Checkpointable: submitit's checkpoint() resubmits the same call, and every unit that already has its
+    done-marker is skipped, so a requeued task only does what is left."""
 
-def phase_record_path(ws: Workspace, phase: str, task: int) -> Path:
-    """What one dedup phase task did (units, units skipped as done, start and end): the finish job sums them
-    into report.json's dedup phases. In the stage folder, so a redone stage starts without stale records."""
-    return ws.stage_dir("corpus") / "work" / "slurm-phases" / f"{phase}-{task:05d}.json"
-
-
-class DedupPhase(Checkpointable):
-    """One array task of a dedup phase: work units task, task + T, task + 2T, ... of the phase (T = the array's
-    size, fixed at submit time; kamado.corpus.dedup.run_phase), so an array sized before the phase's number of
-    units is known still covers every unit (tasks beyond the last unit have nothing to do).
-
-    Checkpointable: a requeued task runs the same call again and skips every unit with its done-marker."""
-
-    def __call__(self, recipe: Recipe, phase: str, task: int, num_tasks: int) -> dict:
-        from kamado.corpus.dedup import run_phase
-
-        ws = Workspace(recipe)
-        ws.require_previous("corpus")
-        if ws.is_done("corpus"):
+    def __call__(self, recipe: Recipe, stage: str, phase: str, task: int, num_tasks: int) -> dict:
+        ws = _ready(recipe, stage)
+        if ws is None:
             return {"skipped": True}
-        ws.prepare("corpus")  # keeps the folder the shard tasks wrote (same fingerprint)
-        started = time.time()
-        stats = run_phase(phase, recipe, ws, task, num_tasks)
-        write_json_atomic(phase_record_path(ws, phase, task), {
-            "phase": phase, "task": task, "num_tasks": num_tasks, "job": os.environ.get("SLURM_JOB_ID"),
-            "items": stats["items"], "skipped_done": stats["skipped_done"], "started_at": started, "ended_at": time.time()})
-        return stats
+        return run_phase_task(recipe, ws, stage, phase, task, num_tasks)
 
 
-dedup_phase = DedupPhase()
+phase_task = PhaseTask()
 
 
-def phase_timings(ws: Workspace, phase_tasks: dict[str, int]) -> dict[str, dict]:
-    """report.json's dedup phases from the array tasks' records: per phase its array size (tasks), work units
-    (items), units skipped as done, and wall-clock seconds from the first task's start to the last one's end."""
+class PhasesHere(Checkpointable):
+    """One job running phases kept off job arrays (Phase.slurm_array false) that an array phase comes after."""
+
+    def __call__(self, recipe: Recipe, stage: str, names: list[str]) -> dict[str, int]:
+        from kamado.local import run_phases_here
+
+        ws = _ready(recipe, stage)
+        return {} if ws is None else run_phases_here(recipe, ws, stage, names)
+
+
+phases_here = PhasesHere()
+
+
+def _recorded_sizes(ws: Workspace, stage: str, names: list[str]) -> dict[str, int]:
+    """{phase: tasks it ran with} of phases an earlier job ran here (its task 0's record says how many)."""
     out = {}
-    for phase, num_tasks in phase_tasks.items():
-        records = []
-        for task in range(num_tasks):
-            path = phase_record_path(ws, phase, task)
-            if not path.is_file():
-                raise RuntimeError(f"corpus dedup: {path} missing: task {task} of the {phase} array did not finish; "
-                                   f"see {ws.root / 'slurm' / 'corpus'}/*_log.err and submit again")
-            records.append(json.loads(path.read_text()))
-        out[phase] = {"tasks": num_tasks, "items": sum(r["items"] for r in records),
-                      "seconds": round(max(r["ended_at"] for r in records) - min(r["started_at"] for r in records), 3),
-                      "skipped_done": sum(r["skipped_done"] for r in records)}
+    for name in names:
+        path = record_path(ws, stage, name, 0)
+        if not path.is_file():
+            raise RuntimeError(f"{stage}: {path} missing: phase {name} did not run; see "
+                               f"{ws.root / 'slurm' / stage}/*_log.err and submit again")
+        out[name] = json.loads(path.read_text())["num_tasks"]
     return out
 
 
-def corpus_finish(recipe: Recipe, phase_tasks: dict[str, int] | None = None) -> str:
-    """After the whole array (afterok): global dedup and report, then the stage's DONE.json. With `phase_tasks`
-    ({phase: array size}) the dedup phases ran before as job arrays and only their outputs are read here;
-    without, they run here in a process pool."""
-    from kamado.corpus.stage import finish
+def finish_stage(recipe: Recipe, stage: str, array_sizes: dict[str, int], ran_before: list[str],
+                 run_here: list[str]) -> str:
+    """After the stage's last array (afterok): run the phases in `run_here` on this machine, then the stage's
+    finish with every phase's timings ({phase: tasks}: `array_sizes` as submitted, `ran_before` from their
+    records), then DONE.json."""
+    from kamado.local import run_phases_here
+
+    spec = current().spec(stage)
 
     def run(r: Recipe, ws: Workspace) -> StageResult:
-        timings = phase_timings(ws, phase_tasks) if phase_tasks else None
-        return finish(r, ws, r.corpus.num_shards, dedup_phases=timings)
+        sizes = {**array_sizes, **_recorded_sizes(ws, stage, ran_before), **run_phases_here(r, ws, stage, run_here)}
+        order = [p.name for p in stage_phases(r, stage) if p.name in sizes]
+        return spec.entry("finish")(r, ws, phase_timings(ws, stage, {name: sizes[name] for name in order}))
 
-    return run_one_stage(recipe, "corpus", run)
+    return run_one_stage(recipe, stage, run)
 
 
 def single_stage(recipe: Recipe, stage: str) -> str:
-    """Tokenizer and release: the local code path, in one task."""
+    """A `run` stage: the local code path, in one task."""
     from kamado.local import run_here
 
     return run_one_stage(recipe, stage, lambda r, w: run_here(r, w, stage))
@@ -134,8 +130,6 @@ def _stage_main(stage: str):
     """The stage's rank entry point `main([workdir]) -> exit code`: the module torchrun starts locally, so a rank
     runs the same code on Slurm (fine-tuning's export with LoRA merging and the reward head, PPO's own trainer)."""
     import importlib
-
-    from kamado.pipeline import current
 
     return importlib.import_module(current().spec(stage).rank_main).main
 
@@ -242,8 +236,8 @@ def train_rank(recipe: Recipe, stage: str) -> str:
             def run(r: Recipe, ws: Workspace) -> StageResult:
                 _train(r, stage, workdir)
                 counts = json.loads((ws.stage_dir(stage) / "result.json").read_text())
-                # the same outputs kamado.train.launch.run_training_stage lists for a local run
-                return StageResult(counts=counts, outputs=["hf", "checkpoints", "metrics.jsonl", "result.json", "reference_logits.pt"])
+                # the outputs its spec declares, as kamado.train.launch.run_training_stage records for a local run
+                return StageResult(counts=counts, outputs=list(current().spec(stage).outputs))
 
             return run_one_stage(recipe, stage, run)
         ws.require_previous(stage)

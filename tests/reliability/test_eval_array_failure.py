@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from kamado.cli import main
-from kamado.slurm.executor import stage_status
+from kamado.slurm.status import stage_status
 from tests.slurm.test_eval_array import STAGES, model_dir, release  # noqa: F401  (release: the fixture)
 from tests.helpers import ROOT
 

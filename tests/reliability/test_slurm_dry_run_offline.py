@@ -10,7 +10,7 @@ import pytest
 
 from kamado.cli import main
 from kamado.recipe import load_recipe
-from kamado.slurm.executor import dry_run_folder
+from kamado.slurm.dry_run import dry_run_folder
 from tests.slurm.test_executor import write_recipe
 
 
@@ -31,13 +31,13 @@ def test_dry_run_writes_the_scripts_without_a_cluster(tmp_path, monkeypatch, cap
     assert why in skipped and "skipped the cluster checks" in skipped and "assumed Slurm's default 1001" in skipped
     folder = dry_run_folder(load_recipe(path))
     scripts = {p.name: p.read_text() for p in folder.glob("*.sbatch")}
-    assert sorted(scripts) == ["01-corpus-shards.sbatch", "02-corpus-finish.sbatch", "03-tokenizer-stage.sbatch"]
+    assert sorted(scripts) == ["01-corpus-filter.sbatch", "02-corpus-finish.sbatch", "03-tokenizer-stage.sbatch"]
     partition_lines = [ln for s in scripts.values() for ln in s.splitlines() if ln.startswith("#SBATCH --partition")]
     if setting == "no-slurm-commands":
         assert partition_lines == [] and "assumed partition (none: sbatch takes the cluster default)" in skipped
     else:
         assert partition_lines == ["#SBATCH --partition=debug"] * 3
-    assert "#SBATCH --array=0-3%4" in scripts["01-corpus-shards.sbatch"]
+    assert "#SBATCH --array=0-3%4" in scripts["01-corpus-filter.sbatch"]
     assert subprocess.run(["/bin/bash", "-n", str(folder / "submit.sh")]).returncode == 0  # valid shell
     assert not (tmp_path / "run-slurm" / "slurm" / "jobs.json").exists()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kamado.cli import main
-from kamado.slurm.executor import stage_status
+from kamado.slurm.status import stage_status
 from kamado.stage import Workspace
 from tests.helpers import ROOT
 

@@ -13,8 +13,12 @@ import pytest
 
 from kamado.cli import main
 from kamado.recipe import load_recipe
-from kamado.slurm.executor import cluster_max_array_size, dry_run_folder, group_shards, plan, stage_status
+from kamado.corpus.stage import shard_done_path
 from kamado.local import run_stages
+from kamado.slurm.cluster import cluster_max_array_size
+from kamado.slurm.dry_run import dry_run_folder
+from kamado.slurm.executor import plan
+from kamado.slurm.status import stage_status
 from kamado.stage import Workspace
 from tests.helpers import write_jsonl
 
@@ -106,10 +110,11 @@ def wait_until_idle(deadline: float) -> None:
 
 
 def report_without_timings(ws: Workspace) -> str:
-    """report.json as text, minus the dedup phases' wall-clock seconds (the one thing two runs may not share)."""
+    """report.json as text, minus the dedup phases' wall-clock seconds and peak memory (the measurements two runs
+    do not share)."""
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "seconds"}
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "peak_rss_mb")}
         return [strip(v) for v in value] if isinstance(value, list) else value
 
     return json.dumps(strip(json.loads((ws.stage_dir("corpus") / "report.json").read_text())), ensure_ascii=False, indent=1)
@@ -129,11 +134,16 @@ def job_info(job_id: str) -> list[dict[str, str]]:
     return [dict(t.split("=", 1) for t in line.split() if "=" in t) for line in out.splitlines() if line.strip()]
 
 
-PHASE_ROLES = ["dedup-signatures", "dedup-buckets", "dedup-verify", "dedup-clusters", "dedup-apply"]
+DEDUP_PHASES = ["signatures", "buckets", "verify", "clusters", "apply"]
+
+
+def phase_records(ws: Workspace, phase: str) -> list[dict]:
+    """The records the phase's tasks left (kamado.phase_tasks), in task order."""
+    return [json.loads(p.read_text()) for p in sorted((ws.stage_dir("corpus") / "phases").glob(f"{phase}-*.json"))]
 
 
 def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, tmp_path, capsys):
-    """Near dedup on: shard array → one array per dedup phase → finish, each afterok on the one before; the kept
+    """Near dedup on: filter array → one array per dedup phase → finish, each afterok on the one before; the kept
     ids, duplicates.json and report equal the local executor's (whose phases ran in a process pool)."""
     path = write_recipe(tmp_path, 60, extra="  dedup_tasks: 2\n")
     sets = ["corpus.dedup.near=true"]
@@ -142,8 +152,7 @@ def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, 
     record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]["corpus"]
     # buckets: 22 units (exact, 20 bands, containment at one key range) over 2 tasks; verify: 1 slice, 2 tasks
     assert [(j["role"], j.get("tasks")) for j in record] == [
-        ("shards", 4), ("dedup-signatures", 4), ("dedup-buckets", 2), ("dedup-verify", 2), ("dedup-clusters", 1),
-        ("dedup-apply", 4), ("finish", None)]
+        ("filter", 4), ("signatures", 4), ("buckets", 2), ("verify", 2), ("clusters", 1), ("apply", 4), ("finish", None)]
     ids = [j["id"] for j in record]
     for before, job in zip(ids, ids[1:]):  # afterok on the job before, as long as that one has not ended
         dep = job_info(job)[0]["Dependency"]
@@ -179,8 +188,8 @@ def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, 
     capsys.readouterr()
     assert main(["slurm", "status", str(path)]) == 0  # judged by the submitted recipe (near dedup on)
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus"))
-    assert "DONE" in line and "shards" in line and "COMPLETED×4" in line, line
-    assert all(f"{role} {job}: COMPLETED" in line for role, job in zip(PHASE_ROLES, ids[1:6])), line
+    assert "DONE" in line and f"filter {ids[0]}: COMPLETED×4" in line, line
+    assert all(f"{role} {job}: COMPLETED" in line for role, job in zip(DEDUP_PHASES, ids[1:6])), line
     assert main(["corpus", str(path), "--executor", "slurm", "--set", sets[0]]) == 0  # done already: nothing submitted
     assert "nothing to submit" in capsys.readouterr().out
 
@@ -189,7 +198,7 @@ def test_dry_run_prints_scripts_and_submits_nothing(slurm_cluster, tmp_path, cap
     path = write_recipe(tmp_path, 20, extra="  extra_sbatch: ['--comment=kamado-dry']\n  setup: ['echo setting-up']\n")
     assert main(["run", str(path), "--executor", "slurm", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("#!/bin/bash") == 5  # corpus shards + finish, tokenizer, pretrain; submit.sh
+    assert out.count("#!/bin/bash") == 5  # corpus filter array + finish, tokenizer, pretrain; submit.sh
     assert "#SBATCH --partition=debug" in out and "#SBATCH --array=0-3%4" in out
     assert "#SBATCH --nodes=2" in out and "#SBATCH --comment=kamado-dry" in out and "echo setting-up" in out
     assert "#SBATCH --signal=USR1@120" in out  # training ranks: SIGUSR1 (the loop's signal), not submitit's USR2
@@ -201,14 +210,14 @@ def test_dry_run_prints_scripts_and_submits_nothing(slurm_cluster, tmp_path, cap
     assert main(["corpus", str(path), "--executor", "slurm", "--dry-run", "--set", "corpus.dedup.near=true"]) == 0
     heads = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("# ---- ") and ".sbatch" in ln]
     assert [h.split(": ", 1)[1] for h in heads] == [
-        "corpus / shards, job array of 4 tasks for shards 0,1,2,3", "corpus / dedup-signatures, job array of 4 tasks",
-        "corpus / dedup-buckets, job array of 4 tasks", "corpus / dedup-verify, job array of 4 tasks",
-        "corpus / dedup-clusters, job array of 1 tasks", "corpus / dedup-apply, job array of 4 tasks", "corpus / finish"]
-    # More shards than allowed tasks: grouped (the cap comes from the recipe or the cluster's MaxArraySize)
+        "corpus / filter, job array of 4 tasks", "corpus / signatures, job array of 4 tasks",
+        "corpus / buckets, job array of 4 tasks", "corpus / verify, job array of 4 tasks",
+        "corpus / clusters, job array of 1 tasks", "corpus / apply, job array of 4 tasks", "corpus / finish"]
+    # More shards than allowed tasks: fewer tasks, each doing several (the cap: the recipe or the cluster's MaxArraySize)
     assert main(["corpus", str(path), "--executor", "slurm", "--dry-run", "--set", "slurm.max_array_tasks=3",
                  "--set", "slurm.array_parallelism=2"]) == 0
     out = capsys.readouterr().out
-    assert "#SBATCH --array=0-2%2" in out and "job array of 3 tasks for shards 0,1,2,3" in out
+    assert "#SBATCH --array=0-2%2" in out and "corpus / filter, job array of 3 tasks" in out
 
 
 def test_dry_run_output_submits_and_runs(slurm_cluster, tmp_path, capsys):
@@ -219,7 +228,7 @@ def test_dry_run_output_submits_and_runs(slurm_cluster, tmp_path, capsys):
     recipe = load_recipe(path)
     folder = dry_run_folder(recipe)
     scripts = sorted(folder.glob("*.sbatch"))
-    assert [p.name for p in scripts] == ["01-corpus-shards.sbatch", "02-corpus-finish.sbatch", "03-tokenizer-stage.sbatch"]
+    assert [p.name for p in scripts] == ["01-corpus-filter.sbatch", "02-corpus-finish.sbatch", "03-tokenizer-stage.sbatch"]
     for script in scripts:  # the scheduler accepts each one as it is
         test = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
         assert test.returncode == 0 and "to start at" in test.stderr, (script, test.stderr)
@@ -229,7 +238,7 @@ def test_dry_run_output_submits_and_runs(slurm_cluster, tmp_path, capsys):
     assert run.returncode == 0, run.stderr
     record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]
     entries = record["corpus"] + record["tokenizer"]
-    assert [(e["role"], e.get("tasks")) for e in entries] == [("shards", 4), ("finish", None), ("stage", None)]
+    assert [(e["role"], e.get("tasks")) for e in entries] == [("filter", 4), ("finish", None), ("stage", None)]
     ids = [e["id"] for e in entries]
     assert all(i.isdigit() for i in ids) and len(set(ids)) == 3 and f"submitted finish job {ids[1]}, after {ids[0]}" in run.stdout
     assert job_info(ids[2])[0]["Dependency"].startswith(f"afterok:{ids[1]}")
@@ -239,22 +248,28 @@ def test_dry_run_output_submits_and_runs(slurm_cluster, tmp_path, capsys):
     assert main(["slurm", "status", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[:2] for ln in lines] == [["corpus", "DONE"], ["tokenizer", "DONE"]], lines
-    assert f"shards {ids[0]}: COMPLETED×4" in lines[0], lines
+    assert f"filter {ids[0]}: COMPLETED×4" in lines[0], lines
 
 
 def test_shards_are_grouped_below_max_array_size(slurm_cluster, tmp_path):
     config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
     assert cluster_max_array_size() == int(re.search(r"MaxArraySize\s*=\s*(\d+)", config).group(1))
     recipe = load_recipe(write_recipe(tmp_path, 20), ["corpus.num_shards=7"])
-    groups = [args[1] for args in plan(recipe, ["corpus"], "debug", max_array_size=3)[0].args]
-    assert groups == [[0, 3, 6], [1, 4], [2, 5]]  # every shard once, task ids 0..2 stay below MaxArraySize=3
     recipe.slurm.max_array_tasks = 2
-    assert [args[1] for args in plan(recipe, ["corpus"], "debug", max_array_size=3)[0].args] == [[0, 2, 4, 6], [1, 3, 5]]
-    assert group_shards([], 5) == []
+    assert [len(s.args) for s in plan(recipe, ["corpus"], "debug", max_array_size=3) if s.array] == [2]
+    recipe.slurm.max_array_tasks = None
+    filter_array = plan(recipe, ["corpus"], "debug", max_array_size=3)[0]
+    assert (filter_array.role, [a[2:] for a in filter_array.args]) == ("filter", [("filter", t, 3) for t in range(3)])
+    for args in filter_array.args:  # the array's tasks, run here: task ids 0..2 stay below MaxArraySize=3
+        filter_array.fn(*args)
+    ws = Workspace(recipe)
+    assert [r["items"] for r in phase_records(ws, "filter")] == [3, 2, 2]  # shards 0,3,6 / 1,4 / 2,5
+    assert all(shard_done_path(ws, i).is_file() for i in range(7))  # every shard once
+    assert filter_array.fn(*filter_array.args[0])["skipped_done"] == 3  # a requeued task: all of it done
 
 
 def test_failed_shard_fails_the_stage_and_a_rerun_does_only_that_shard(slurm_cluster, tmp_path, capsys):
-    path = write_recipe(tmp_path, 60, extra="  max_array_tasks: 2\n")  # tasks: shards [0, 2] and [1, 3]
+    path = write_recipe(tmp_path, 60, extra="  max_array_tasks: 2\n")  # filter tasks: shards [0, 2] and [1, 3]
     recipe = load_recipe(path)
     ws = Workspace(recipe)
     work = ws.prepare("corpus") / "work"  # what the tasks do first; they keep this folder (same fingerprint)
@@ -266,28 +281,31 @@ def test_failed_shard_fails_the_stage_and_a_rerun_does_only_that_shard(slurm_clu
     assert main(["corpus", str(path), "--executor", "slurm"]) == 0
     jobs_path = tmp_path / "run-slurm" / "slurm" / "jobs.json"
     record = json.loads(jobs_path.read_text())["stages"]["corpus"]
-    assert [(j["role"], j.get("tasks"), j.get("shards")) for j in record] == [("shards", 2, [0, 1, 2, 3]), ("finish", None, None)]
+    assert [(j["role"], j.get("tasks")) for j in record] == [("filter", 2), ("finish", None)]
     wait_until_idle(time.monotonic() + 90)
 
     info = stage_status(recipe)["corpus"]
-    assert info["state"] == "FAILED" and not ws.is_done("corpus") and info["shards_done"] == [0, 1, 3]
+    assert info["state"] == "FAILED" and not ws.is_done("corpus") and info["phases"] == {"filter": [0]}  # task 0 failed
+    assert [i for i in range(4) if shard_done_path(ws, i).is_file()] == [0, 1, 3]
     assert info["jobs"][1]["states"] == ["CANCELLED"]  # the finish job never ran (afterok never satisfied)
     assert "IsADirectoryError" in "".join(p.read_text() for p in (ws.root / "slurm" / "corpus").glob("*_log.err"))
     capsys.readouterr()
     assert main(["slurm", "status", str(path)]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("corpus"))
-    assert "FAILED" in line and "shards done 3/4 (missing: 2)" in line, line
+    assert "FAILED" in line and "filter tasks done 1/2 (missing: 0)" in line, line
 
     kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in work.glob("filtered-0000[013].*")}
     assert len(kept) == 6  # output and done-marker of shards 0, 1, 3
     blocker.rmdir()  # the fix
     assert main(["corpus", str(path), "--executor", "slurm"]) == 0
     record = json.loads(jobs_path.read_text())["stages"]["corpus"]
-    assert [(j["role"], j.get("tasks"), j.get("shards")) for j in record] == [("shards", 1, [2]), ("finish", None, None)]
+    assert [(j["role"], j.get("tasks")) for j in record] == [("filter", 2), ("finish", None)]  # every task again
     local = load_recipe(path, ["workdir=run-local"])
     run_stages(local, ["corpus"], log=lambda s: None)
     wait_until_done(recipe, "corpus")
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in work.glob("filtered-0000[013].*")} == kept
+    # only shard 2 was redone: the tasks found the other three done (task 0: shard 0; task 1: shards 1 and 3)
+    assert [(r["items"], r["skipped_done"]) for r in phase_records(ws, "filter")] == [(2, 1), (2, 2)]
     assert report_without_timings(ws) == report_without_timings(Workspace(local))
     assert kept_ids(ws) == kept_ids(Workspace(local))
 

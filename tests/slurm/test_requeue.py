@@ -125,8 +125,8 @@ def test_training_job_checkpoints_requeues_and_resumes_with_the_same_losses(slur
 
 
 def test_requeued_shard_task_skips_the_shards_it_had_done(slurm_cluster, tmp_path):
-    """Corpus shard tasks are submitit Checkpointables: the time-limit signal (USR2, sent at once here) requeues
-    the task, and the restarted task skips every shard that has its done-marker."""
+    """Phase array tasks are submitit Checkpointables: the time-limit signal (USR2, sent at once here) requeues
+    the corpus filter task, and the restarted task skips every shard that has its done-marker."""
     path = write_recipe(tmp_path, 1200, extra="  max_array_tasks: 1\n")  # one task does shards 0, 1, 2, 3 in turn
     recipe = load_recipe(path)
     ws = Workspace(recipe)

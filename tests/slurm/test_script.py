@@ -10,14 +10,14 @@ from kamado.slurm.script import sbatch_script
 
 def test_array_script_directives_logs_and_quoting(tmp_path):
     folder = tmp_path / "run $(touch PWNED) 'q'" / "slurm" / "corpus"
-    params = {"job_name": "kamado-t-corpus-shards", "partition": "debug", "time": 10, "nodes": 1, "ntasks_per_node": 1,
+    params = {"job_name": "kamado-t-corpus-filter", "partition": "debug", "time": 10, "nodes": 1, "ntasks_per_node": 1,
               "cpus_per_task": 2, "setup": ["echo setting-up"], "array_parallelism": 2, "account": "acc",
               "additional_parameters": {"kill-on-invalid-dep": "yes", "comment": "my run", "exclusive": True}}
     script = sbatch_script(shlex.join(["python", "-m", "kamado.slurm.run_job", str(folder)]), folder, params, 3)
     lines = script.splitlines()
     sbatch = [ln for ln in lines if ln.startswith("#SBATCH")]
     assert sbatch == sorted(sbatch) and lines[:3] == ["#!/bin/bash", "", "# Parameters"]
-    for expected in ("--array=0-2%2", "--comment='my run'", "--exclusive", "--job-name=kamado-t-corpus-shards",
+    for expected in ("--array=0-2%2", "--comment='my run'", "--exclusive", "--job-name=kamado-t-corpus-filter",
                      "--signal=USR2@90", "--wckey=submitit", "--open-mode=append", "--cpus-per-task=2", "--account=acc",
                      f"--output={shlex.quote(str(folder / '%A_%a_0_log.out'))}"):
         assert f"#SBATCH {expected}" in sbatch, expected

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from kamado.recipe import RecipeError, load_recipe
-from kamado.slurm.executor import plan, render
+from kamado.slurm.dry_run import render
+from kamado.slurm.executor import plan
 from kamado.slurm.validate import parse_extra_sbatch
 
 
