@@ -85,7 +85,7 @@ def perturb(text: str, rng: random.Random, rate: float, shuffle: bool) -> str:
 
 
 def write_corpus(base: list[str], scale: int, folder: Path, docs_per_shard: int, overrides: list[str]):
-    from kamado.corpus.dedup.phases import write_filtered
+    from kamado.corpus.dedup.layout import write_filtered
     from kamado.recipe import load_recipe
 
     rng = random.Random(scale)
@@ -127,7 +127,7 @@ def main() -> None:
     with gzip.open(args.base, "rt", encoding="utf-8") as fh:
         base = [d["text"][: args.chars] for d in map(json.loads, fh) if len(d["text"]) > 200]
     from kamado.corpus.dedup import PHASES, num_tasks_for
-    from kamado.corpus.dedup.phases import dedup_dir
+    from kamado.corpus.dedup.layout import dedup_dir
     from kamado.stage import Workspace
 
     ctx = mp.get_context("spawn")

@@ -53,12 +53,12 @@ SUBDIR = {"signatures": "sig", "buckets": "buckets", "verify": "verify", "cluste
 
 def _task(args: tuple) -> dict:
     name, recipe, task, num_tasks = args
-    from kamado.corpus.dedup import phases, run_phase
+    from kamado.corpus.dedup import run_phase, signatures
     from kamado.stage import Workspace
 
     # A small shingle batch, so that the fitted per-document memory of signatures is not the batch (bounded:
     # BATCH_SHINGLES x 8 B, added back when extrapolating).
-    phases.BATCH_SHINGLES = MEASURE_BATCH
+    signatures.BATCH_SHINGLES = MEASURE_BATCH
     _reset_peak()
     before = resource.getrusage(resource.RUSAGE_SELF)
     run_phase(name, recipe, Workspace(recipe), task, num_tasks)
@@ -113,7 +113,7 @@ def load_docs(data: Path) -> tuple[list[str], dict]:
 
 
 def write_corpus(texts: list[str], folder: Path, num_shards: int, ranges: int, contain: bool):
-    from kamado.corpus.dedup.phases import write_filtered
+    from kamado.corpus.dedup.layout import write_filtered
     from kamado.recipe import load_recipe
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,7 +137,8 @@ def write_corpus(texts: list[str], folder: Path, num_shards: int, ranges: int, c
 def run(label: str, texts: list[str], folder: Path, num_shards: int, ranges: int, contain: bool, idle: float) -> dict:
     """Every phase, task by task; per task: peak above idle, CPU seconds, input size, kind (buckets units)."""
     from kamado.corpus.dedup import PHASES, num_tasks_for
-    from kamado.corpus.dedup.phases import _bucket_units, _unit_name, dedup_dir
+    from kamado.corpus.dedup.items import bucket_units, unit_name
+    from kamado.corpus.dedup.layout import dedup_dir
     from kamado.corpus.dedup.store import Outputs
     from kamado.stage import Workspace
 
@@ -156,8 +157,8 @@ def run(label: str, texts: list[str], folder: Path, num_shards: int, ranges: int
             if name in ("signatures", "apply"):
                 size, kind = Outputs(d / "sig", f"{t:05d}", "signatures").stats["docs"], name
             elif name == "buckets":
-                unit = _bucket_units(recipe, ws)[t]
-                size, kind = Outputs(d / "buckets", _unit_name(unit), "buckets").stats["entries"], unit[0]
+                unit = bucket_units(recipe, ws)[t]
+                size, kind = Outputs(d / "buckets", unit_name(unit), "buckets").stats["entries"], unit[0]
             elif name == "verify":
                 st = Outputs(d / "verify", f"{t:05d}", "verify").stats
                 size, kind = st.get("exact_pairs", 0) + st.get("candidate_pairs", 0) + st.get("containment_pairs_seen", 0), name
@@ -253,7 +254,7 @@ def main() -> None:
                 slopes.setdefault((name, kind), slope)
                 cpu = sum(t["cpu_s"] for t in ref["phases"][name]["tasks"] if t["kind"] == kind)
                 if name == "signatures":  # + the recipe's shingle batch, bounded (a small one was measured)
-                    from kamado.corpus.dedup.phases import BATCH_SHINGLES
+                    from kamado.corpus.dedup.signatures import BATCH_SHINGLES
                     fixed += (BATCH_SHINGLES - MEASURE_BATCH) * 8 / 1e6
                 if name in ("signatures", "apply"):
                     tasks, unit_input = shards, min(args.shard_docs, N)

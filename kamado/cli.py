@@ -7,7 +7,7 @@ import json
 import sys
 
 from kamado.pipeline import current
-from kamado.recipe import RecipeError, check_inputs, load_recipe
+from kamado.recipe import RecipeError, check_inputs, load_recipe, load_recipe_for_cli
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML file (see recipes/)")
@@ -94,16 +94,7 @@ def _eval_plan_args(sub) -> None:
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
-def _load(args) -> object:
-    recipe = load_recipe(args.recipe, args.overrides)
-    if getattr(args, "workdir", None):
-        import os
-
-        from kamado.recipe import check_workdir
-
-        recipe.workdir = os.path.abspath(args.workdir)
-        check_workdir(recipe, "--workdir")
-    return recipe
+_load = load_recipe_for_cli  # the recipe with --set and --workdir applied (kamado/recipe.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,9 +264,9 @@ def _eval(args) -> int:
         if args.max_new_tokens:
             task.max_new_tokens = args.max_new_tokens
     if args.task:
-        from kamado.recipe import _check_release_eval
+        from kamado.recipe import validate_section
 
-        _check_release_eval(recipe, "--task")
+        validate_section(recipe, "eval", "--task")
     check_eval_inputs(cfg, args.recipe)
     ws = Workspace(recipe)
     model = Path(args.model) if args.model else ws.stage_dir("release") / recipe.release.model_name

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from kamado.corpus import dedup
-from kamado.corpus.dedup.phases import filtered_path, write_filtered
+from kamado.corpus.dedup.layout import filtered_path, write_filtered
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii

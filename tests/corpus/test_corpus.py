@@ -173,7 +173,7 @@ def test_a_source_folder_link_that_leaves_it_needs_follow_symlinks(tmp_path):
 def test_filter_shard_zstd_round_trip_and_a_cut_file_raises(tmp_path):
     """Filter shards are zstd (write_filtered); the dedup phases read them with open_binary, which must raise
     on a file cut inside a frame rather than return fewer documents."""
-    from kamado.corpus.dedup.phases import write_filtered
+    from kamado.corpus.dedup.layout import write_filtered
     from kamado.corpus.readers import open_binary
 
     path = tmp_path / "filtered-00000.jsonl.zst"

@@ -7,7 +7,7 @@ import pytest
 import zstandard
 
 from kamado.corpus.dedup import CorruptInput, num_tasks_for, run_phase
-from kamado.corpus.dedup.phases import dedup_dir
+from kamado.corpus.dedup.layout import dedup_dir
 from kamado.corpus.readers import open_binary
 from kamado.corpus.stage import run_shard
 from kamado.local import run_stages
@@ -34,7 +34,7 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
     """Exact, near and contained duplicates spread over three shards (one document per file).  With bucket_unit_docs=100 the ~550 sampled shingles are spread over several contain units (key ranges)
     and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
     if unit < 1000:
-        monkeypatch.setattr("kamado.corpus.dedup.phases.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
+        monkeypatch.setattr("kamado.corpus.dedup.verify.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
     a, b, c, story, x, y = (random_text(s, n) for s, n in ((10, 2000), (11, 2000), (12, 2000), (13, 1500), (14, 900), (15, 900)))
     near_a = a[:700] + "ア" + a[701:1400] + "イ" + a[1401:]  # two characters changed: Jaccard ≈ 0.99
     docs = [
@@ -210,7 +210,7 @@ def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(
     """Below SMALL_INPUT_BYTES the dedup phases run in the executor's process even with workers=2 (only the filter
     phase starts a pool), apply reusing the lines signatures read; forced through the pool, every output is equal."""
     import kamado.local
-    from kamado.corpus.dedup import phases
+    from kamado.corpus.dedup import layout, phases
 
     pools = []
 
@@ -234,7 +234,7 @@ def test_a_small_corpus_runs_its_phases_in_process_with_the_results_of_the_pool(
                                    num_shards=3)
             _run(recipe)
             results.append(_outputs(recipe))
-            assert not phases._KEPT_LINES  # nothing held after the stage
+            assert not layout._KEPT_LINES  # nothing held after the stage
             if mode == "in-process":
                 assert len(pools) == 1  # the filter phase's; the five dedup phases ran in this process
     for _, _, report in results:

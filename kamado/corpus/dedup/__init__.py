@@ -38,9 +38,11 @@ Bad input, the rules (each tested in tests/corpus/test_dedup*.py):
   without a marker.
 """
 
+from kamado.corpus.dedup.apply import apply_results, clusters_summary
 from kamado.corpus.dedup.exact import fingerprint_text
-from kamado.corpus.dedup.phases import (PHASES, CorruptInput, apply_results, clusters_summary, forget_kept_lines,
-                                        local_workers, num_tasks_for, run_phase)
+from kamado.corpus.dedup.layout import forget_kept_lines
+from kamado.corpus.dedup.phases import PHASES, local_workers, num_tasks_for, run_phase
+from kamado.corpus.dedup.store import CorruptInput
 
 __all__ = ["PHASES", "CorruptInput", "apply_results", "clusters_summary", "fingerprint_text", "num_tasks_for",
            "forget_kept_lines", "local_workers", "run_phase"]
