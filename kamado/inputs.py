@@ -17,9 +17,13 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kamado.recipe import Recipe
+from kamado.config import input_paths
+from kamado.pipeline import current
+
+if TYPE_CHECKING:
+    from kamado.recipe import Recipe
 
 SAMPLE_ABOVE = 64 << 20  # bytes: larger files are hashed on samples
 SAMPLE_BLOCK = 1 << 20  # bytes in each of the head, middle and tail samples
@@ -27,34 +31,10 @@ CACHE_FILE = ".input-hashes.json"
 
 
 def stage_input_paths(recipe: Recipe, stage: str) -> list[tuple[str, str]]:
-    """(recipe key, path or glob) of every file or folder the stage reads from outside the workdir's stages."""
-    out: list[tuple[str, str]] = []
-    if stage == "corpus":
-        corpus = recipe.corpus
-        for i, source in enumerate(corpus.sources):
-            out += [(f"corpus.sources[{i}].paths", p) for p in source.paths]
-            out += _rule_paths(source.rules, f"corpus.sources[{i}].rules")
-        out += [("corpus.dedup.decontam_paths", p) for p in corpus.dedup.decontam_paths]
-        rules = corpus.rules
-        out += _rule_paths({"ng_word_files": rules.ng_word_files, "blocked_domains_file": rules.blocked_domains_file,
-                            "quality_model": rules.quality_model}, "corpus.rules")
-    elif stage == "tokenizer" and recipe.tokenizer.extend_from:
-        out.append(("tokenizer.extend_from", recipe.tokenizer.extend_from))
-    elif stage == "pretrain":
-        out += [(f"pretrain.data[{j}].path", os.path.join(s.path, "index.json")) for j, s in enumerate(recipe.pretrain.data)]
-        if recipe.pretrain.model.init_from:
-            out.append(("pretrain.model.init_from", recipe.pretrain.model.init_from))
-    elif stage in ("sft", "reward", "dpo", "ppo"):
-        out += [(f"{stage}.data[{j}]", p) for j, p in enumerate(getattr(recipe, stage).data)]
-    elif stage == "release" and recipe.eval.enabled:
-        for i, task in enumerate(recipe.eval.tasks):
-            out += [(f"eval.tasks[{i}].{key}", getattr(task, key)) for key in ("path", "fewshot_path") if getattr(task, key)]
-    return out
-
-
-def _rule_paths(rules: dict, prefix: str) -> list[tuple[str, str]]:
-    out = [(f"{prefix}.ng_word_files", p) for p in rules.get("ng_word_files") or []]
-    return out + [(f"{prefix}.{key}", rules[key]) for key in ("blocked_domains_file", "quality_model") if rules.get(key)]
+    """(recipe key, path or glob) of every file or folder the stage reads from outside the workdir's stages: the
+    path fields (kamado.config.path_field) of its section and of the sections it also covers (release: eval)."""
+    names = (stage, *current().spec(stage).also_covers)
+    return [item for name in names for item in input_paths(getattr(recipe, name), name)]
 
 
 def expand(recipe: Recipe, stage: str) -> list[str]:

@@ -1,28 +1,32 @@
-"""The typed recipe: one dataclass per stage, loaded from YAML with OmegaConf.
+"""The typed recipe: one section per stage (each typed by the dataclass its package owns), loaded from YAML.
 
 OmegaConf's structured configs give us a typed merge of YAML and `--set key=value` dotlists for free:
-unknown keys and wrong types are errors that name the key. We add the file name to those errors, resolve
-relative paths against the recipe file's folder, and check inputs exist before any stage starts.
+unknown keys, wrong types and choices out of a section's enums are errors that name the key. Here we add the
+file name to every error, resolve the sections' path fields against the recipe file's folder, run each
+section's own `validate`, check what spans sections (the stage list, a stage another one needs, the workdir
+against the inputs), and check inputs exist before any stage starts (each section's `check_inputs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import os
+import typing
+from contextlib import contextmanager
 from dataclasses import field, make_dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kamado.corpus.config import CorpusConfig, QualityRules
+from kamado.config import ConfigError, RecipeError, omegaconf_message, resolve_paths, validate_tree
+from kamado.corpus.config import source_rules  # noqa: F401 (kamado.recipe.source_rules, its old home)
+from kamado.eval.config import EvalConfig
 from kamado.pipeline import PIPELINE, Pipeline, current
-from kamado.eval.config import EVAL_TASKS, EvalConfig
-from kamado.train.config import TrainConfig
-
-class RecipeError(ValueError):
-    """A recipe that cannot run: the message names the file and the key."""
+from kamado.release.config import plain_name_problem  # noqa: F401 (its old home)
 
 
 class RecipeBase:
@@ -91,7 +95,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     try:
         merged = OmegaConf.merge(schema, from_file)
     except OmegaConfBaseException as exc:
-        raise RecipeError(f"{path}: {_describe(exc)}") from exc
+        raise RecipeError(f"{path}: {_describe(exc, OmegaConf.to_container(from_file))}") from exc
     if overrides:
         try:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
@@ -117,178 +121,126 @@ def recipe_from_dict(data: dict, base_dir: str | os.PathLike, overrides: list[st
 
 
 def to_dict(obj: Any) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True)  # type: ignore[return-value]
+    """A config as plain data (choices as their strings): DONE.json's config and the fingerprint hash this."""
+    return OmegaConf.to_container(OmegaConf.structured(obj), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def to_yaml(recipe: Recipe) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(recipe))
 
 
-def _describe(exc: OmegaConfBaseException) -> str:
-    key = getattr(exc, "full_key", None)
-    msg = str(exc).splitlines()[0]
-    return f"key '{key}': {msg}" if key else msg
+def load_recipe_for_cli(args: Any) -> Recipe:
+    """`kamado ... RECIPE [--set K=V] [--workdir DIR]`: the recipe, with --workdir (checked again) replacing its own."""
+    recipe = load_recipe(args.recipe, args.overrides)
+    if getattr(args, "workdir", None):
+        recipe.workdir = os.path.abspath(args.workdir)
+        check_workdir(recipe, "--workdir")
+    return recipe
 
 
-def _abs(base: Path, p: str) -> str:
-    return str(p if os.path.isabs(p) else (base / p).resolve())
+# ---------------------------------------------------------------- error messages
+@contextmanager
+def named(where: str) -> Iterator[None]:
+    """A section's ConfigError ("key 'k': message") as a RecipeError with the file (or option) in front."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise RecipeError(f"{where}: {exc}") from exc
 
 
+def _describe(exc: OmegaConfBaseException, data: Any = None) -> str:
+    """OmegaConf's error with its key. Inside a list element OmegaConf names the key within the element only
+    (`format`, not `corpus.sources[1].format`): the element is found by merging each one on its own."""
+    return (_locate(recipe_type(current()), data, "") if data is not None else None) or omegaconf_message(exc)
+
+
+def _locate(cls: type, data: Any, prefix: str) -> str | None:
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return None
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        kind, args = hints.get(name), typing.get_args(hints.get(name))
+        if typing.get_origin(kind) is list and args and dataclasses.is_dataclass(args[0]) and isinstance(value, list):
+            for i, item in enumerate(value):
+                try:
+                    OmegaConf.merge(OmegaConf.structured(args[0]), item)
+                except OmegaConfBaseException as exc:
+                    where = f"{prefix}{name}[{i}]."
+                    return _locate(args[0], item, where) or f"key '{where}{exc.full_key}': {str(exc).splitlines()[0]}"
+        elif dataclasses.is_dataclass(kind):
+            found = _locate(kind, value, f"{prefix}{name}.")
+            if found:
+                return found
+    return None
+
+
+# ---------------------------------------------------------------- paths
 def _resolve_paths(recipe: Recipe, base: Path) -> None:
-    recipe.workdir = _abs(base, recipe.workdir)
-    for source in recipe.corpus.sources:
-        source.paths = [_abs(base, p) for p in source.paths]
-        _resolve_rule_paths(source.rules, base)
-    recipe.corpus.dedup.decontam_paths = [_abs(base, p) for p in recipe.corpus.dedup.decontam_paths]
-    rules = recipe.corpus.rules
-    rules.ng_word_files = [_abs(base, p) for p in rules.ng_word_files]
-    rules.blocked_domains_file = _abs(base, rules.blocked_domains_file) if rules.blocked_domains_file else None
-    rules.quality_model = _abs(base, rules.quality_model) if rules.quality_model else None
-    recipe.sft.data = [_abs(base, p) for p in recipe.sft.data]
-    for source in recipe.pretrain.data:
-        source.path = _abs(base, source.path)
-    if recipe.pretrain.model.init_from:
-        recipe.pretrain.model.init_from = _abs(base, recipe.pretrain.model.init_from)
-    recipe.dpo.data = [_abs(base, p) for p in recipe.dpo.data]
-    recipe.reward.data = [_abs(base, p) for p in recipe.reward.data]
-    recipe.ppo.data = [_abs(base, p) for p in recipe.ppo.data]
-    if recipe.tokenizer.extend_from:
-        recipe.tokenizer.extend_from = _abs(base, recipe.tokenizer.extend_from)
-    for task in recipe.eval.tasks:
-        task.path = _abs(base, task.path) if task.path else None
-        task.fewshot_path = _abs(base, task.fewshot_path) if task.fewshot_path else None
+    """The workdir and every section's path fields (kamado.config.path_field), against the recipe's folder."""
+    recipe.workdir = str(recipe.workdir if os.path.isabs(recipe.workdir) else (base / recipe.workdir).resolve())
+    for name in _sections(recipe):
+        resolve_paths(getattr(recipe, name), base)
 
 
-def _resolve_rule_paths(rules: dict, base: Path) -> None:
-    """Paths inside a source's rule overrides are relative to the recipe file too."""
-    if isinstance(rules.get("ng_word_files"), list):
-        rules["ng_word_files"] = [_abs(base, p) for p in rules["ng_word_files"]]
-    for key in ("blocked_domains_file", "quality_model"):
-        if isinstance(rules.get(key), str):
-            rules[key] = _abs(base, rules[key])
+def _sections(recipe: Recipe) -> list[str]:
+    return [f.name for f in dataclasses.fields(recipe) if dataclasses.is_dataclass(getattr(recipe, f.name))]
 
 
-def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
-    """corpus.rules with corpus.sources[index].rules laid over it (typed: unknown keys and bad types fail)."""
-    overrides = corpus.sources[index].rules
-    if not overrides:
-        return corpus.rules
-    merged = OmegaConf.merge(OmegaConf.structured(corpus.rules), OmegaConf.create(dict(overrides)))
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
+# ---------------------------------------------------------------- checks
 def _check_values(recipe: Recipe, where: str) -> None:
-    from kamado.slurm.validate import check_slurm_values  # light (no submitit): values that reach sbatch scripts
-    check_slurm_values(recipe, where)
-    STAGES = current().names
+    """Each section's own checks (its `validate`), then what spans sections."""
+    from kamado.slurm.validate import check_text  # light: values that reach sbatch scripts
+
+    stages = current().names
     for i, stage in enumerate(recipe.stages):
-        if stage not in STAGES:
-            raise RecipeError(f"{where}: key 'stages[{i}]': unknown stage '{stage}' (known: {', '.join(STAGES)})")
-    order = [STAGES.index(s) for s in recipe.stages]
+        if stage not in stages:
+            raise RecipeError(f"{where}: key 'stages[{i}]': unknown stage '{stage}' (known: {', '.join(stages)})")
+    order = [stages.index(s) for s in recipe.stages]
     if order != sorted(order) or len(set(order)) != len(order):
-        raise RecipeError(f"{where}: key 'stages': stages must be listed once each, in the order {', '.join(STAGES)}")
-    if recipe.tokenizer.model_type not in ("unigram", "bpe"):
-        raise RecipeError(f"{where}: key 'tokenizer.model_type': must be unigram or bpe, not {recipe.tokenizer.model_type!r}")
-    tok = recipe.tokenizer
-    if tok.prune_from_vocab_size and (tok.prune_from_vocab_size <= tok.vocab_size or tok.model_type != "unigram"
-                                      or tok.extend_from):
-        raise RecipeError(f"{where}: key 'tokenizer.prune_from_vocab_size': must be 0 or larger than tokenizer.vocab_size "
-                          f"({tok.vocab_size}), with model_type unigram and no extend_from")
-    if tok.prune_rescoring not in ("renormalize", "viterbi", "none"):
-        raise RecipeError(f"{where}: key 'tokenizer.prune_rescoring': must be renormalize, viterbi or none, "
-                          f"not {tok.prune_rescoring!r}")
-    for stage in current().training:
-        cfg: TrainConfig = getattr(recipe, stage)
-        if cfg.zero_stage not in (0, 1, 2, 3):
-            raise RecipeError(f"{where}: key '{stage}.zero_stage': must be 0..3, not {cfg.zero_stage}")
-        if cfg.precision not in ("fp32", "bf16", "fp16"):
-            raise RecipeError(f"{where}: key '{stage}.precision': must be fp32, bf16 or fp16, not {cfg.precision!r}")
-        if cfg.schedule not in ("cosine", "wsd"):
-            raise RecipeError(f"{where}: key '{stage}.schedule': must be cosine or wsd, not {cfg.schedule!r}")
-        if cfg.offload_params and cfg.zero_stage != 3:
-            raise RecipeError(f"{where}: key '{stage}.offload_params': parameter offload needs zero_stage 3, not {cfg.zero_stage}")
-        if cfg.offload_optimizer and cfg.zero_stage == 0:
-            raise RecipeError(f"{where}: key '{stage}.offload_optimizer': optimizer offload needs zero_stage 1, 2 or 3")
-        for key in ("max_steps", "micro_batch_size", "seq_len", "nproc_per_node", "nodes", "grad_accum", "log_every",
-                    "eval_batches"):
-            if getattr(cfg, key) < 1:
-                raise RecipeError(f"{where}: key '{stage}.{key}': must be at least 1")
-        if cfg.checkpoint_every < 1:
-            raise RecipeError(f"{where}: key '{stage}.checkpoint_every': must be at least 1, not {cfg.checkpoint_every} "
-                              f"(to save only at the end, set it to max_steps or more)")
-        if cfg.keep_checkpoints < 1:  # 0 would keep nothing to resume from (it used to keep everything)
-            raise RecipeError(f"{where}: key '{stage}.keep_checkpoints': must be at least 1, not {cfg.keep_checkpoints} "
-                              f"(the newest complete checkpoint is what a resume or a raised max_steps continues from)")
-        for key in ("eval_every", "warmup_steps"):
-            if getattr(cfg, key) < 0:
-                raise RecipeError(f"{where}: key '{stage}.{key}': must be 0 or more, not {getattr(cfg, key)}")
-    if recipe.corpus.num_shards < 1:
-        raise RecipeError(f"{where}: key 'corpus.num_shards': must be at least 1")
-    dd = recipe.corpus.dedup
-    for key in ("ngram", "num_perm", "bands", "rows", "containment_scale", "bucket_unit_docs", "decontam_ngram"):
-        if getattr(dd, key) < 1:
-            raise RecipeError(f"{where}: key 'corpus.dedup.{key}': must be at least 1")
-    if dd.bands * dd.rows > dd.num_perm:
-        raise RecipeError(f"{where}: key 'corpus.dedup.bands': bands x rows ({dd.bands} x {dd.rows}) exceeds num_perm ({dd.num_perm})")
-    if dd.max_posting < 2:
-        raise RecipeError(f"{where}: key 'corpus.dedup.max_posting': must be at least 2")
-    for i, source in enumerate(recipe.corpus.sources):
-        if source.format not in ("auto", "jsonl", "parquet", "hf", "text", "warc"):
-            raise RecipeError(f"{where}: key 'corpus.sources[{i}].format': unknown format {source.format!r}")
-        if source.html not in ("auto", "always", "never"):
-            raise RecipeError(f"{where}: key 'corpus.sources[{i}].html': must be auto, always or never")
-        try:
-            source_rules(recipe.corpus, i)
-        except OmegaConfBaseException as exc:
-            raise RecipeError(f"{where}: key 'corpus.sources[{i}].rules': {_describe(exc)}") from exc
-    _check_release_eval(recipe, where)
-    _check_finetune(recipe, where)
+        raise RecipeError(f"{where}: key 'stages': stages must be listed once each, in the order {', '.join(stages)}")
+    with named(where):
+        check_text("name", recipe.name)
+        check_text("workdir", str(recipe.workdir))
+        for name in _sections(recipe):
+            validate_tree(getattr(recipe, name), name)
+        _check_across_sections(recipe)
     check_workdir(recipe, where)
 
 
-def _check_finetune(recipe: Recipe, where: str) -> None:
-    if recipe.dpo.loss_type not in ("sigmoid", "ipo"):
-        raise RecipeError(f"{where}: key 'dpo.loss_type': must be sigmoid or ipo, not {recipe.dpo.loss_type!r}")
-    if recipe.dpo.reference not in ("precomputed", "live"):
-        raise RecipeError(f"{where}: key 'dpo.reference': must be precomputed or live, not {recipe.dpo.reference!r}")
-    if not 0.0 <= recipe.dpo.label_smoothing < 0.5:
-        raise RecipeError(f"{where}: key 'dpo.label_smoothing': must be in [0, 0.5), not {recipe.dpo.label_smoothing}")
-    ppo = recipe.ppo
-    if ppo.algorithm not in ("ppo", "grpo"):
-        raise RecipeError(f"{where}: key 'ppo.algorithm': must be ppo or grpo, not {ppo.algorithm!r}")
-    if ppo.reward not in ("rule", "model"):
-        raise RecipeError(f"{where}: key 'ppo.reward': must be rule or model, not {ppo.reward!r}")
-    if ppo.reward == "model" and "ppo" in recipe.stages and "reward" not in recipe.stages:
-        raise RecipeError(f"{where}: key 'ppo.reward': 'model' needs the reward stage in 'stages'")
-    if ppo.value_from not in ("auto", "policy", "reward"):
-        raise RecipeError(f"{where}: key 'ppo.value_from': must be auto, policy or reward, not {ppo.value_from!r}")
-    if ppo.value_from == "reward" and "ppo" in recipe.stages and "reward" not in recipe.stages:
-        raise RecipeError(f"{where}: key 'ppo.value_from': 'reward' needs the reward stage in 'stages'")
-    if ppo.minibatches < 1 or ppo.ppo_epochs < 1:
-        raise RecipeError(f"{where}: key 'ppo.minibatches'/'ppo.ppo_epochs': must be at least 1")
-    if ppo.algorithm == "grpo" and ppo.group_size < 2:
-        raise RecipeError(f"{where}: key 'ppo.group_size': GRPO needs at least 2 samples per prompt")
+def validate_section(recipe: Recipe, name: str, where: str) -> None:
+    """One section checked again after code changed it (`kamado eval --task`)."""
+    with named(where):
+        validate_tree(getattr(recipe, name), name)
+
+
+def _check_across_sections(recipe: Recipe) -> None:
+    ppo, staged = recipe.ppo, "ppo" in recipe.stages and "reward" not in recipe.stages
+    if ppo.reward == "model" and staged:
+        raise ConfigError("ppo.reward", "'model' needs the reward stage in 'stages'")
+    if ppo.value_from == "reward" and staged:
+        raise ConfigError("ppo.value_from", "'reward' needs the reward stage in 'stages'")
+    policy, from_stage = current().policy, recipe.release.from_stage
+    if from_stage is not None and from_stage not in policy:  # a reward model is not a release
+        raise ConfigError("release.from_stage", f"must be one of {', '.join(policy)}, not {from_stage!r}")
 
 
 def check_workdir(recipe: Recipe, where: str = "recipe") -> None:
     """Refuse a workdir that overlaps an input before any work: stage folders are moved aside when their config
     changes, so an input inside `<workdir>/<stage>/` would vanish from where the recipe says it is, and a workdir
     inside a source folder would make kamado's own outputs read as corpus input."""
-    import glob
-
     from kamado.inputs import stage_input_paths
 
     work = os.path.realpath(recipe.workdir)
     own_tokens = os.path.join(work, "tokenizer", "tokens")
-    STAGES = current().names
-    for stage in STAGES:
+    stages = current().names
+    for stage in stages:
         for key, pattern in stage_input_paths(recipe, stage):
             static = _static_prefix(pattern)
             paths = [static] + (glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [])
             for path in map(os.path.realpath, paths):
                 if key.startswith("pretrain.data") and path.startswith(own_tokens + os.sep):
                     continue  # this run's own token shards, mixed in by name: the tokenizer stage writes them
-                for name in STAGES:
+                for name in stages:
                     folder = os.path.join(work, name)
                     if path == folder or path.startswith(folder + os.sep):
                         raise RecipeError(
@@ -306,8 +258,6 @@ def check_workdir(recipe: Recipe, where: str = "recipe") -> None:
 
 def _static_prefix(pattern: str) -> str:
     """The part of a path before its first glob component (the pattern itself when it has none)."""
-    import glob
-
     if not glob.has_magic(pattern):
         return pattern
     parts = Path(pattern).parts
@@ -317,89 +267,17 @@ def _static_prefix(pattern: str) -> str:
     return pattern
 
 
-def plain_name_problem(name: str) -> str | None:
-    """Why `name` is not a plain folder name (None when it is one)."""
-    if not name or not name.strip():
-        return "must be a non-empty name"
-    if "/" in name or "\\" in name or os.path.isabs(name):
-        return "must be a plain folder name (no '/' or '\\')"
-    if name.startswith("."):
-        return "must not start with '.' (no '..', no hidden folder)"
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
-        return "must not hold control characters (newline, NUL)"
-    return None
-
-
-
-def _check_release_eval(recipe: Recipe, where: str) -> None:
-    rel = recipe.release
-    bad_name = plain_name_problem(rel.model_name)
-    if bad_name:  # the release stage writes (and replaces) <workdir>/release/<model_name>: nothing else
-        raise RecipeError(f"{where}: key 'release.model_name': {bad_name}, not {rel.model_name!r}")
-    if rel.dtype not in ("float32", "bfloat16"):
-        raise RecipeError(f"{where}: key 'release.dtype': must be float32 or bfloat16, not {rel.dtype!r}")
-    policy = current().policy
-    if rel.from_stage is not None and rel.from_stage not in policy:  # a reward model is not a release
-        raise RecipeError(f"{where}: key 'release.from_stage': must be one of {', '.join(policy)}, not {rel.from_stage!r}")
-    for i, task in enumerate(recipe.eval.tasks):
-        if task.name not in EVAL_TASKS:
-            raise RecipeError(f"{where}: key 'eval.tasks[{i}].name': unknown task {task.name!r} (known: {', '.join(EVAL_TASKS)})")
-        if task.name != "perplexity" and not task.path:
-            raise RecipeError(f"{where}: key 'eval.tasks[{i}].path': task {task.name} needs a data file")
-        if task.shots < 0 or (task.limit is not None and task.limit < 1):
-            raise RecipeError(f"{where}: key 'eval.tasks[{i}]': shots must be >= 0 and limit >= 1")
-
-
 def check_inputs(recipe: Recipe, stages: list[str], where: str = "recipe") -> None:
-    """Before any work starts: every input the selected stages read exists and is not empty."""
-    if "corpus" in stages:
-        if not recipe.corpus.sources:
-            raise RecipeError(f"{where}: key 'corpus.sources': no sources given")
-        from kamado.corpus.readers import has_a_record, source_files
-
-        for i, source in enumerate(recipe.corpus.sources):
-            files = source_files(source.paths, source.format, source.follow_symlinks)
-            if not files:
-                raise RecipeError(
-                    f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): no file matches {source.paths}")
-            if not any(has_a_record(f, source.format) for f in files):
-                raise RecipeError(
-                    f"{where}: key 'corpus.sources[{i}].paths' ({source.name}): empty corpus: {', '.join(files)} hold no record")
-    if "pretrain" in stages:
-        own_tokens = os.path.join(recipe.workdir, "tokenizer", "tokens")  # this run's tokenizer stage writes them
-        for j, source in enumerate(recipe.pretrain.data):
-            made_here = "tokenizer" in stages and os.path.normpath(source.path) == os.path.normpath(own_tokens)
-            if not made_here and not os.path.isfile(os.path.join(source.path, "index.json")):
-                raise RecipeError(f"{where}: key 'pretrain.data[{j}].path': no token shards (index.json) in {source.path}")
-            if source.weight <= 0:
-                raise RecipeError(f"{where}: key 'pretrain.data[{j}].weight': must be positive")
-        init = recipe.pretrain.model.init_from
-        if init and not os.path.isfile(os.path.join(init, "config.json")):
-            raise RecipeError(f"{where}: key 'pretrain.model.init_from': no HF checkpoint (config.json) in {init}")
-    for stage in ("sft", "reward", "dpo", "ppo"):
-        if stage in stages:
-            cfg = getattr(recipe, stage)
-            if not cfg.data:
-                raise RecipeError(f"{where}: key '{stage}.data': no data files given")
-            for j, f in enumerate(cfg.data):
-                if not os.path.isfile(f):
-                    raise RecipeError(f"{where}: key '{stage}.data[{j}]': file not found: {f}")
-                if not _has_a_record(f):
-                    raise RecipeError(f"{where}: key '{stage}.data[{j}]': empty file: {f}")
-    if "release" in stages and recipe.eval.enabled:
-        check_eval_inputs(recipe.eval, where)
+    """Before any work starts: every input the selected stages read exists and is not empty (each section's
+    `check_inputs(key, workdir, stages)`; a stage's inputs include the sections it also covers: release, eval)."""
+    with named(where):
+        for stage in stages:
+            for name in (stage, *current().spec(stage).also_covers):
+                check = getattr(getattr(recipe, name), "check_inputs", None)
+                if callable(check):
+                    check(name, recipe.workdir, stages)
 
 
 def check_eval_inputs(cfg: EvalConfig, where: str = "recipe") -> None:
-    for i, task in enumerate(cfg.tasks):
-        for key in ("path", "fewshot_path"):
-            f = getattr(task, key)
-            if f and not (os.path.isfile(f) or (task.name == "jmmlu" and os.path.isdir(f))):  # JMMLU: a folder of CSVs
-                raise RecipeError(f"{where}: key 'eval.tasks[{i}].{key}' ({task.name}): file not found: {f}")
-
-
-def _has_a_record(path: str) -> bool:
-    from kamado.corpus.readers import open_text
-
-    with open_text(path) as fh:
-        return any(line.strip() for line in fh)
+    with named(where):
+        cfg.check_files("eval")

@@ -5,24 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from kamado.config import operational
+from kamado.config import Choice, ConfigError, at_least, omegaconf_message, operational, path_field, paths_of
 
-
-@dataclass
-class CorpusSource:
-    name: str = MISSING
-    paths: list[str] = field(default_factory=list)  # files, globs or folders, relative to the recipe file
-    text_field: str = "text"
-    id_field: str = "id"
-    url_field: str = "url"  # checked against the domain block list (WARC: the target URI)
-    format: str = "auto"  # auto (by extension) | jsonl (.gz/.zst) | parquet | hf (save_to_disk folder) | text | warc
-    html: str = "auto"  # auto (extract when the text is an HTML page) | always | never
-    # Per-source overrides of corpus.rules, e.g. {min_chars: 100} for short leads; keys are QualityRules fields.
-    rules: dict[str, Any] = field(default_factory=dict)
-    license: Optional[str] = None  # the source's licence, carried into report.json and the model card
-    follow_symlinks: bool = False  # read files under a source folder/glob that link outside it (refused by default)
+SourceFormat = Choice("SourceFormat", "auto jsonl parquet hf text warc")  # kamado/corpus/readers.py FORMATS
+HtmlMode = Choice("HtmlMode", "auto always never")
 
 
 @dataclass
@@ -58,12 +47,27 @@ class QualityRules:
     max_ellipsis_line_fraction: float = 0.2  # Swallow: sentences ending in … or ・
     max_bullet_line_fraction: float = 0.9  # Gopher: lines starting with a bullet
     max_ng_word_fraction: float = 0.03  # ours: NG-word characters (on word boundaries) over non-space characters
-    ng_word_files: list[str] = field(default_factory=list)  # empty: kamado's shipped lists (adult, hate)
+    ng_word_files: list[str] = path_field(factory=list)  # empty: kamado's shipped lists (adult, hate)
     blocked_domains: list[str] = field(default_factory=list)  # a host or any parent domain of it
-    blocked_domains_file: Optional[str] = None  # one domain per line
+    blocked_domains_file: Optional[str] = path_field()  # one domain per line
     min_compression_ratio: float = 0.0  # zlib bytes / UTF-8 bytes; repetitive boilerplate compresses far below 0.3
-    quality_model: Optional[str] = None  # a model saved by `python -m kamado.corpus.quality_model train`
+    quality_model: Optional[str] = path_field()  # a model saved by `python -m kamado.corpus.quality_model train`
     min_quality_score: float = 0.5  # the model's probability that a document reads like the reference text
+
+
+@dataclass
+class CorpusSource:
+    name: str = MISSING
+    paths: list[str] = path_field(factory=list)  # files, globs or folders, relative to the recipe file
+    text_field: str = "text"
+    id_field: str = "id"
+    url_field: str = "url"  # checked against the domain block list (WARC: the target URI)
+    format: SourceFormat = SourceFormat.auto  # auto (by extension) | jsonl (.gz/.zst) | parquet | hf (save_to_disk folder) | text | warc
+    html: HtmlMode = HtmlMode.auto  # auto (extract when the text is an HTML page) | always | never
+    # Per-source overrides of corpus.rules, e.g. {min_chars: 100} for short leads; keys are QualityRules fields.
+    rules: dict[str, Any] = paths_of(QualityRules)
+    license: Optional[str] = None  # the source's licence, carried into report.json and the model card
+    follow_symlinks: bool = False  # read files under a source folder/glob that link outside it (refused by default)
 
 
 @dataclass
@@ -85,8 +89,14 @@ class DedupConfig:
     containment_min_samples: int = 16  # fewer samples (about scale x this characters): not checked
     max_posting: int = 64  # a sampled shingle shared by more documents is boilerplate: skipped for containment
     bucket_unit_docs: int = 4_000_000  # documents per buckets-phase unit: bounds its memory (~16 B x 3 per doc)
-    decontam_paths: list[str] = field(default_factory=list)  # evaluation sets (JSON/JSONL, .gz) to decontaminate against
+    decontam_paths: list[str] = path_field(factory=list)  # evaluation sets (JSON/JSONL, .gz) to decontaminate against
     decontam_ngram: int = 50  # characters of fingerprint text a document must share with an evaluation text
+
+    def validate(self, key: str) -> None:
+        at_least(key, self, ("ngram", "num_perm", "bands", "rows", "containment_scale", "bucket_unit_docs", "decontam_ngram"))
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"{key}.bands", f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm ({self.num_perm})")
+        at_least(key, self, ("max_posting",), low=2)
 
 
 @dataclass
@@ -103,3 +113,34 @@ class CorpusConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     num_shards: int = 2
     workers: int = operational(2)
+
+    def validate(self, key: str) -> None:
+        at_least(key, self, ("num_shards",))
+        for i in range(len(self.sources)):
+            try:
+                source_rules(self, i)
+            except OmegaConfBaseException as exc:
+                raise ConfigError(f"{key}.sources[{i}].rules", omegaconf_message(exc)) from exc
+
+    def check_inputs(self, key: str, workdir: str, stages: list[str]) -> None:  # noqa: ARG002
+        """Every source matches files and holds at least one record."""
+        from kamado.corpus.readers import has_a_record, source_files
+
+        if not self.sources:
+            raise ConfigError(f"{key}.sources", "no sources given")
+        for i, source in enumerate(self.sources):
+            files = source_files(source.paths, source.format, source.follow_symlinks)
+            if not files:
+                raise ConfigError(f"{key}.sources[{i}].paths", f"source {source.name}: no file matches {source.paths}")
+            if not any(has_a_record(f, source.format) for f in files):
+                raise ConfigError(f"{key}.sources[{i}].paths",
+                                  f"source {source.name}: empty corpus: {', '.join(files)} hold no record")
+
+
+def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
+    """corpus.rules with corpus.sources[index].rules laid over it (typed: unknown keys and bad types fail)."""
+    overrides = corpus.sources[index].rules
+    if not overrides:
+        return corpus.rules
+    merged = OmegaConf.merge(OmegaConf.structured(corpus.rules), OmegaConf.create(dict(overrides)))
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

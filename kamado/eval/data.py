@@ -7,26 +7,12 @@ SQuAD-format JSON object. Each reader returns `Item`s in file order, so `limit` 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
 
 from kamado.corpus.readers import open_text
-from kamado.jsonl import RecordError, iter_jsonl, need
-
-
-class EvalDataError(RecordError):
-    """An evaluation file that cannot be used: the message names the file, the line and the field."""
-
-
-@dataclass
-class Item:
-    id: str
-    fields: dict[str, Any]  # what a prompt template may use, e.g. {question}
-    choices: list[str] = field(default_factory=list)  # multiple choice: the continuations scored
-    label: int | None = None  # index into choices
-    answers: list[str] = field(default_factory=list)  # generation: every accepted answer
-    target: float | None = None  # regression (JSTS): the gold score
+from kamado.eval.formats import READERS as MORE_READERS
+from kamado.eval.formats import TEMPLATES
+from kamado.eval.items import EvalDataError, Item, _json_lines, _need  # noqa: F401 (imported from here too)
 
 
 # JNLI's labels as Japanese words the model scores as continuations.
@@ -40,17 +26,7 @@ DEFAULT_TEMPLATES = {
 
 
 def default_template(task: str) -> str:
-    from kamado.eval.formats import TEMPLATES
-
     return {**DEFAULT_TEMPLATES, **TEMPLATES}[task]
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    return iter_jsonl(str(path), EvalDataError)
-
-
-def _need(rec: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    return need(rec, key, kind, where, EvalDataError)
 
 
 def read_jcommonsenseqa(path: Path) -> list[Item]:
@@ -122,9 +98,7 @@ FOLDER_TASKS = ("jmmlu",)  # tasks whose path may be a folder of files
 
 
 def readers() -> dict:
-    from kamado.eval.formats import READERS as MORE
-
-    return {**READERS, **MORE}
+    return {**READERS, **MORE_READERS}
 
 
 def read_items(task: str, path: str | Path) -> list[Item]:

@@ -18,7 +18,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from kamado.eval.data import EvalDataError, Item, _json_lines, _need
+from kamado.eval.items import EvalDataError, Item, _json_lines, _need
 
 LETTERS = ["A", "B", "C", "D"]
 

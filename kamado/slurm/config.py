@@ -26,3 +26,15 @@ class SlurmConfig:
     signal_delay_s: int = 120  # training ranks get SIGUSR1 this long before the time limit: checkpoint, requeue
     extra_sbatch: list[str] = field(default_factory=list)  # raw "#SBATCH" lines without the prefix
     setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load, venv)
+
+    def validate(self, key: str) -> None:
+        """Values that reach an sbatch script (kamado/slurm/validate.py says why)."""
+        from kamado.slurm.validate import check_name, check_text, parse_extra_sbatch
+
+        for name in ("partition", "account", "qos"):
+            value = getattr(self, name)
+            if value is not None:
+                check_name(f"{key}.{name}", value)
+        for i, line in enumerate(self.setup):
+            check_text(f"{key}.setup[{i}]", line, allow_tab=True)
+        parse_extra_sbatch(self.extra_sbatch, key=key)

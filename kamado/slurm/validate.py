@@ -20,7 +20,7 @@ import shlex
 import unicodedata
 from typing import TYPE_CHECKING
 
-from kamado.recipe import RecipeError
+from kamado.config import ConfigError, RecipeError
 
 if TYPE_CHECKING:
     from kamado.recipe import Recipe
@@ -40,67 +40,65 @@ def _control_chars(text: str, allow_tab: bool = False) -> list[str]:
     return sorted({repr(ch)[1:-1] for ch in found})
 
 
-def check_text(key: str, value: str, where: str = "", allow_tab: bool = False) -> None:
-    """Raise RecipeError naming `key` when value holds a control character (a newline would end the line)."""
+def check_text(key: str, value: str, allow_tab: bool = False) -> None:
+    """Raise ConfigError naming `key` when value holds a control character (a newline would end the line)."""
     bad = _control_chars(value, allow_tab)
     if bad:
-        raise RecipeError(f"{where}key '{key}': {value!r} holds control character(s) {', '.join(bad)}: "
+        raise ConfigError(key, f"{value!r} holds control character(s) {', '.join(bad)}: "
                           "it would break the line it goes into in the sbatch script")
 
 
-def check_name(key: str, value: str, where: str = "") -> None:
-    check_text(key, value, where)
+def check_name(key: str, value: str) -> None:
+    check_text(key, value)
     if not SAFE_NAME.match(value):
-        raise RecipeError(f"{where}key '{key}': {value!r} is not a Slurm name: use letters, digits and _ . + - "
+        raise ConfigError(key, f"{value!r} is not a Slurm name: use letters, digits and _ . + - "
                           "(at most 128 characters, not starting with -)")
 
 
-def parse_extra_sbatch(lines: list[str], where: str = "") -> dict[str, str | bool]:
+def parse_extra_sbatch(lines: list[str], key: str = "slurm") -> dict[str, str | bool]:
     """`--key=value`, `--key value` or `--flag` per line (an optional leading "#SBATCH" is dropped), split with
-    shlex → {key: value or True}, submitit's additional_parameters."""
+    shlex → {key: value or True}, submitit's additional_parameters. Raises ConfigError naming the line's key."""
     out: dict[str, str | bool] = {}
     for i, line in enumerate(lines):
-        key_name = f"slurm.extra_sbatch[{i}]"
-        check_text(key_name, line, where)
+        key_name = f"{key}.extra_sbatch[{i}]"
+        check_text(key_name, line)
         text = line.strip()
         if text.startswith("#SBATCH"):
             text = text[len("#SBATCH"):]
         try:
             tokens = shlex.split(text)
         except ValueError as exc:  # an unclosed quote
-            raise RecipeError(f"{where}key '{key_name}': {line!r}: {exc}") from exc
+            raise ConfigError(key_name, f"{line!r}: {exc}") from exc
         if not tokens or not tokens[0].startswith("--"):
-            raise RecipeError(f"{where}key '{key_name}': {line!r}: write long options, e.g. --constraint=a100")
+            raise ConfigError(key_name, f"{line!r}: write long options, e.g. --constraint=a100")
         name, sep, value = tokens[0][2:].partition("=")
         if not sep and len(tokens) == 2:
             value, sep = tokens[1], "="
         elif len(tokens) > 1:
             whole = " ".join(([value] if sep else []) + tokens[1:])
-            raise RecipeError(f"{where}key '{key_name}': {line!r}: one option per line; quote a value with spaces, "
+            raise ConfigError(key_name, f"{line!r}: one option per line; quote a value with spaces, "
                               f"e.g. --{name}={shlex.quote(whole)}")
         if not OPTION_NAME.match(name):
-            raise RecipeError(f"{where}key '{key_name}': {line!r}: {name!r} is not an sbatch option name")
+            raise ConfigError(key_name, f"{line!r}: {name!r} is not an sbatch option name")
         if name.replace("_", "-") in RESERVED_OPTIONS:
-            raise RecipeError(f"{where}key '{key_name}': {line!r}: --{name} cannot be set here: "
+            raise ConfigError(key_name, f"{line!r}: --{name} cannot be set here: "
                               f"{RESERVED_OPTIONS[name.replace('_', '-')]}")
         out[name] = value if sep else True
     return out
 
 
 def check_slurm_values(recipe: Recipe, where: str = "") -> None:
-    """Every recipe value that reaches an sbatch script or submit.sh (see the module docstring).
+    """Every recipe value that reaches an sbatch script or submit.sh (see the module docstring): the name, the
+    workdir (which `--workdir` may have replaced since the recipe loaded) and the slurm section.
     `where` (e.g. the recipe path) prefixes the messages."""
-    prefix = f"{where}: " if where else ""
-    check_text("name", recipe.name, prefix)
-    check_text("workdir", str(recipe.workdir), prefix)
-    s = recipe.slurm
-    for key in ("partition", "account", "qos"):
-        value = getattr(s, key)
-        if value is not None:
-            check_name(f"slurm.{key}", value, prefix)
-    for i, line in enumerate(s.setup):
-        check_text(f"slurm.setup[{i}]", line, prefix, allow_tab=True)
-    parse_extra_sbatch(s.extra_sbatch, prefix)
+    try:
+        check_text("name", recipe.name)
+        check_text("workdir", str(recipe.workdir))
+        recipe.slurm.validate("slurm")
+    except ConfigError as exc:
+        if not where:
+            raise
+        raise RecipeError(f"{where}: {exc}") from exc
 
 
 def job_name(text: str) -> str:
