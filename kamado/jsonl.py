@@ -1,7 +1,7 @@
 """One reader for the small JSON Lines files that users hand in (fine-tuning records, evaluation items): every
 error names the file, the line and the field.
 
-Corpus shards are not read here: kamado/corpus/readers.py streams those and turns bad lines into counted
+Corpus shards are not read here: kamado/corpus/readers/ streams those and turns bad lines into counted
 rejections instead of errors (one bad web page must not stop a crawl; one bad SFT record is a bug to fix).
 """
 

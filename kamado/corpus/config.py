@@ -10,7 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kamado.config import Choice, ConfigError, at_least, omegaconf_message, operational, path_field, paths_of
 
-SourceFormat = Choice("SourceFormat", "auto jsonl parquet hf text warc")  # kamado/corpus/readers.py FORMATS
+SourceFormat = Choice("SourceFormat", "auto jsonl parquet hf text warc")  # kamado/corpus/readers/ FORMATS
 HtmlMode = Choice("HtmlMode", "auto always never")
 
 
