@@ -1,5 +1,7 @@
 """Dedup building blocks: fingerprint, shingles, MinHash, LSH pairs, clusters, containment, checksummed outputs."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -240,3 +242,32 @@ def test_minhash_threads_give_the_same_signatures():
     for threads in (2, 3, 200):
         assert np.array_equal(MinHasher(200, seed=7, threads=threads).signatures(docs), one)
     assert np.array_equal(MinHasher(200, seed=7, threads=2).signature(docs[2]), one[2])
+
+
+def test_outputs_are_on_disk_before_the_marker_names_them(tmp_path, monkeypatch):
+    """Every data file is fsynced before its rename, the folder after the renames, the marker last: a marker that
+    survives a power loss never names a file whose bytes or name were still in the page cache."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_outputs(tmp_path, "x", "verify", {"edges": np.arange(10, dtype=np.uint64)}, docs={"ids": ["a"]})
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    marker_rename = next(i for i in renames if events[i][1].endswith("x.done.json"))
+    for i in renames:
+        if i == marker_rename:
+            continue
+        data = events[i][1]
+        assert ("fsync", data + ".tmp") in events[:i], f"{data} renamed before its bytes were synced"
+        assert ("fsync", str(tmp_path)) in events[i:marker_rename], f"{data}: folder not synced before the marker"
+    assert len(renames) == 3 and renames[-1] == marker_rename  # two data files, then the marker
+    assert events[-1] == ("fsync", str(tmp_path))  # the marker's rename is durable too
