@@ -2,7 +2,7 @@
 and runner as a script submitit writes for a real submission, with every value shell-quoted.
 
 Layout (what submitit's runner and `kamado slurm status` rely on):
-- `#SBATCH` lines, sorted by option: the job's parameters (kamado.slurm.executor._base_params and plan), then
+- `#SBATCH` lines, sorted by option: the job's parameters (kamado.slurm.jobspec.base_params and kamado.slurm.executor.plan), then
   submitit's own: `--signal=USR2@90` (submitit's runner checkpoints and requeues a Checkpointable on it; training
   jobs override it with USR1 in additional_parameters), `--wckey=submitit`, the log files
   `<folder>/%j_0_log.{out,err}` (arrays: `%A_%a_0_log.*`), `--open-mode=append`, `--array=0-N%P`;
