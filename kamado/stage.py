@@ -19,19 +19,18 @@ name stops the run before any work. `kamado clean` deletes superseded folders.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from kamado.durable import write_atomic
-from kamado.config import marked_keys
+from kamado.fingerprint import describe_change, fingerprint_of, result_config
 from kamado.pipeline import current
 from kamado.recipe import Recipe, RecipeError, to_dict, to_yaml
 
@@ -110,7 +109,7 @@ class Workspace:
                 "upstream": upstream_key}
 
     def fingerprint(self, stage: str) -> str:
-        return _hash(self.basis(stage))
+        return fingerprint_of(self.basis(stage))
 
     def is_done(self, stage: str) -> bool:
         done = self.read_done(stage)
@@ -198,7 +197,7 @@ class Workspace:
         STARTED.json with their fingerprint and keep what the first (and each other) already wrote."""
         folder = self.stage_dir(stage)
         basis = self.basis(stage)
-        fp = _hash(basis)
+        fp = fingerprint_of(basis)
         with self.lock():
             if folder.exists():
                 self.check_folder(stage)
@@ -253,7 +252,7 @@ class Workspace:
         cfg = self.recipe.stage_config(stage)
         marker = {
             "stage": stage,
-            "fingerprint": _hash(basis),
+            "fingerprint": fingerprint_of(basis),
             "config": to_dict(cfg),
             "input": self.previous(stage),
             "counts": result.counts,
@@ -276,55 +275,6 @@ class Workspace:
         tmp.write_text(to_yaml(self.recipe), encoding="utf-8")
         os.replace(tmp, path)
         return path
-
-
-def result_config(cfg: Any) -> Any:
-    """The stage config as a dict without its operational and extendable keys (what the fingerprint covers)."""
-    data = to_dict(cfg) if is_dataclass(cfg) else cfg
-    return _prune(cfg, data)
-
-
-def _prune(obj: Any, data: Any) -> Any:
-    if is_dataclass(obj) and isinstance(data, dict):
-        layout = marked_keys(type(obj), "layout")
-        skip = marked_keys(type(obj), "operational") | marked_keys(type(obj), "extendable") | layout
-        pruned = {k: _prune(getattr(obj, k, None), v) for k, v in data.items() if k not in skip}
-        if layout:  # the allocation may change between runs; the samples per optimizer step may not
-            pruned["samples_per_step"] = obj.nodes * obj.nproc_per_node * obj.micro_batch_size * obj.grad_accum
-        return pruned
-    if isinstance(obj, list) and isinstance(data, list):
-        return [_prune(o, d) for o, d in zip(obj, data)]
-    return data
-
-
-def describe_change(recorded: dict | None, basis: dict) -> list[str]:
-    """What differs between a folder's recorded basis and the recipe's: `key: old → new`, changed input files,
-    a redone upstream stage."""
-    if recorded is None:
-        return ["no readable STARTED.json or DONE.json (an interrupted start)"]
-    old = recorded.get("basis")
-    if old is None:
-        return ["recorded by an older kamado (no fingerprint basis)"]
-    stage = basis["stage"]
-    changes = [f"{stage}.{k}: {a!r} → {b!r}" for k, a, b in _diff(old.get("config"), basis["config"])]
-    old_in, new_in = old.get("inputs", {}), basis["inputs"]
-    for path in sorted(set(old_in) | set(new_in)):
-        if old_in.get(path) != new_in.get(path):
-            what = "added" if path not in old_in else "removed" if path not in new_in else "changed"
-            changes.append(f"input {path} {what}")
-    if old.get("upstream") != basis["upstream"]:
-        prev = (basis["upstream"] or old.get("upstream") or {}).get("stage")
-        changes.append(f"the stage before it ({prev}) was redone")
-    return changes or ["fingerprint changed"]
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [(prefix, a, b)]
 
 
 def is_marked(folder: Path) -> bool:
@@ -361,10 +311,6 @@ def _process_start(pid: int) -> int | None:
             return int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _hash(basis: dict) -> str:
-    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _read_json(path: Path) -> dict | None:
