@@ -21,6 +21,8 @@ def test_phases_off_arrays_run_in_their_place(tmp_path, monkeypatch):
     assert specs[0].args[0][1:] == ("ordered", ["prep"])
     assert specs[-1].args[0][1:] == ("ordered", {"work": 3}, ["prep"], ["tail"])
     assert [p.params["job_name"] for p in specs] == [f"kamado-{recipe.name}-ordered-{r}" for r in ("prep", "work", "finish")]
+    # every job runs the submitter's pipeline (sbatch may be told not to pass the environment on)
+    assert "export KAMADO_PIPELINE=tests.slurm.phase_order_pipeline:PIPELINE" in specs[0].params["setup"]
 
     for spec in specs:  # one job after the other, as afterok runs them
         results = [spec.fn(*args) for args in spec.args]
@@ -29,3 +31,5 @@ def test_phases_off_arrays_run_in_their_place(tmp_path, monkeypatch):
     assert counts == {"order": "prep,work,tail", "prep_tasks": 1, "work_tasks": 3, "tail_tasks": 1,
                       "prep_items": 1, "work_items": 5, "tail_items": 1}  # units 0..4 over 3 array tasks
     assert phase_task(*specs[1].args[0]) == {"skipped": True}  # done: a late or requeued task does nothing
+    monkeypatch.delenv(PIPELINE_ENV)
+    assert not [line for line in plan(recipe, ["corpus"], "debug")[0].params["setup"] if PIPELINE_ENV in line]
