@@ -23,10 +23,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kamado.config import ConfigError, RecipeError, omegaconf_message, resolve_paths, validate_tree
-from kamado.corpus.config import source_rules  # noqa: F401 (kamado.recipe.source_rules, its old home)
 from kamado.eval.config import EvalConfig
 from kamado.pipeline import PIPELINE, Pipeline, current
-from kamado.release.config import plain_name_problem  # noqa: F401 (its old home)
 
 
 class RecipeBase:

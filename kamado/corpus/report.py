@@ -206,7 +206,7 @@ def dominant_rules(cfg, shard_stats: list[dict], share: float = DOMINANT_SHARE) 
     """One message per (source, rule) where a single rule dropped at least `share` of the source's documents,
     naming the rule, its recipe key and threshold, and what to change (a short-text corpus meets the
     400-character minimum this way)."""
-    from kamado.recipe import source_rules
+    from kamado.corpus.config import source_rules
 
     docs_in: Counter = Counter()
     dropped: dict[str, Counter] = {}

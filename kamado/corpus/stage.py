@@ -30,7 +30,8 @@ from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
 from kamado.durable import fsync_dir, fsync_file
 from kamado.pipeline import Phase
-from kamado.recipe import Recipe, source_rules, to_dict
+from kamado.corpus.config import source_rules
+from kamado.recipe import Recipe, to_dict
 from kamado.stage import StageResult, Workspace, write_json_atomic
 
 
