@@ -124,10 +124,22 @@ def profile(recipe: Path, folder: Path) -> None:
     def own(func: str) -> float:
         return sum(v[2] for (f, _, n), v in stats.stats.items() if n == func)
 
+    def calls(func: str) -> int:
+        return sum(v[1] for (f, _, n), v in stats.stats.items() if n == func)
+
+    def cum_from(file_part: str, func: str, caller_part: str) -> float:
+        """Cumulative seconds of `func` when called from a function in a file matching `caller_part`."""
+        return sum(c[3] for (f, _, n), v in stats.stats.items() if file_part in f and n == func
+                   for (cf, _, _), c in v[4].items() if caller_part in cf)
+
     rows = [
         ("imports (all modules, whole command)", cum("<frozen importlib._bootstrap>", "_find_and_load") - 0.0),
+        ("recipe (OmegaConf): load_recipe", cum("kamado/recipe.py", "load_recipe")),
+        ("  to_yaml (recipe.resolved.yaml)", cum("kamado/recipe.py", "to_yaml")),
+        ("  to_dict (fingerprints, DONE.json)", cum("kamado/recipe.py", "to_dict")),
         ("filter pass: run_shard", cum("corpus/stage.py", "run_shard")),
         ("  gzip compress (zlib: final shards), whole command", own("<method 'compress' of 'zlib.Compress' objects>")),
+        ("  gzip compress (isal igzip: final shards)", cum("isal/igzip.py", "write")),
         ("  gzip decompress (zlib: input .gz), whole command", own("<method 'decompress' of 'zlib.Decompress' objects>")),
         ("  quality rules: apply_filters", cum("corpus/filters.py", "apply_filters")),
         ("every phase, filter included (kamado.local)", cum("kamado/local.py", "run_phases_here")),
@@ -140,7 +152,9 @@ def profile(recipe: Path, folder: Path) -> None:
         ("  apply", cum("dedup/apply.py", "apply_item")),
         ("  checksums (blake2b)", own("<built-in method _hashlib.blake2b>") + own("<method 'hexdigest' of '_blake2.blake2b' objects>")
          + cum("dedup/store.py", "_block_sums")),
-        ("  fsync (markers)", own("<built-in method posix.fsync>")),
+        ("  writing phase outputs (store.write_outputs)", cum("dedup/store.py", "write_outputs")),
+        ("  phase task records (kamado.phase_tasks)", cum_from("kamado/durable.py", "write_atomic", "phase_tasks.py")),
+        (f"  fsync ({calls('<built-in method posix.fsync>')} calls, main thread)", own("<built-in method posix.fsync>")),
         ("report: add_cleaning_report (drops.png)", cum("corpus/report.py", "add_cleaning_report")),
     ]
     print(f"\nprofile of one command (cProfile, one worker; total {total:.2f} s; profiling slows Python code):")
