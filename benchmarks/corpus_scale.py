@@ -26,8 +26,8 @@ so compare it with kamado's dedup phases ("kamado dedup only" rows); the whole s
 1 TB: N = 1e12 / (input bytes per document); core-hours = N / (documents/s per core) / 3600, per phase too, using the
 largest scale run (per-document costs of the phases here grow at most with the duplicates per document).
 `--slurm` also runs `kamado run --executor slurm` on a two-node local cluster (tests/slurm_cluster.py; needs
-slurm-wlm + munge) for each scale and prints its wall time and the phases' tasks (no accounting there: no per-task
-memory).
+slurm-wlm + munge) for each scale and prints its wall time and each phase's tasks, time and peak RSS per task (from the
+tasks' own records: the test cluster has no accounting).
 """
 
 from __future__ import annotations
@@ -273,7 +273,16 @@ def run_slurm(recipe_path: Path, workdir: Path, timeout: float = 900) -> dict:
         logs = sorted(run_dir.rglob("*.err"))
         return {"error": f"no report after {wall:.0f} s; " + (logs[-1].read_text()[-1500:] if logs else "no job log")}
     report = json.loads(report_path.read_text())
-    return {"wall_s": wall, "phases": report["dedup"]["phases"], "docs_kept": report["docs_kept"]}
+    # every phase's task records (kamado.phase_tasks): the filter array's too, each with its task's peak RSS
+    phases: dict[str, dict] = {}
+    for rec in sorted((run_dir / "corpus" / "phases").glob("*.json")):
+        r = json.loads(rec.read_text())
+        p = phases.setdefault(r["phase"], {"tasks": 0, "start": r["started_at"], "end": r["ended_at"], "peak_mb": 0.0})
+        p.update(tasks=p["tasks"] + 1, start=min(p["start"], r["started_at"]), end=max(p["end"], r["ended_at"]),
+                 peak_mb=max(p["peak_mb"], r.get("peak_rss_mb", 0.0)))
+    return {"wall_s": wall, "docs_kept": report["docs_kept"],
+            "phases": {k: {"tasks": v["tasks"], "seconds": v["end"] - v["start"], "peak_mb": v["peak_mb"]}
+                       for k, v in phases.items()}}
 
 
 # ---------------------------------------------------------------- tables
@@ -344,10 +353,11 @@ def main() -> None:
                 if "error" in s:
                     print(f"{scale}x on Slurm: failed: {s['error']}", flush=True)
                 else:
-                    tasks = ", ".join(f"{k} {v['tasks']} tasks {v['seconds']:.1f} s" for k, v in s["phases"].items())
+                    tasks = ", ".join(f"{k} {v['tasks']} tasks {v['seconds']:.1f} s peak {v['peak_mb']:.0f} MB/task"
+                                      for k, v in s["phases"].items())
                     print(f"{scale}x on Slurm (2 nodes x 1 CPU, filter array + 5 dedup arrays + finish): {s['wall_s']:.1f} s "
                           f"wall from submit to an empty queue; kept {s['docs_kept']:,} (local: {k['docs_kept']:,}); "
-                          f"dedup arrays: {tasks}", flush=True)
+                          f"arrays: {tasks}", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
     print_table(rows)
     if args.json:
