@@ -123,6 +123,7 @@ class CheckpointManager:
             raise ValueError(f"keep_checkpoints must be at least 1 (got {keep}): the newest checkpoint is what a run resumes from")
         self.folder, self.keep, self.rank, self.identity = folder, keep, rank, identity
         self.loaded_tag: str | None = None
+        self.pending: tuple | None = None  # (engine, tag, tmp folder, step, prune) of a save not yet committed
 
     def latest(self) -> str | None:
         """The checkpoint a resume would load (see `resume_tag`), without its warning."""
@@ -131,7 +132,10 @@ class CheckpointManager:
     # ------------------------------------------------------------ saving
     def save(self, engine, step: int, client_state: dict[str, Any], prune: bool = True) -> str:
         """Save `engine` at `step` (every rank). `prune=False` keeps older checkpoints until `prune()`: a second
-        engine saved with the same tags (PPO's value model) must keep the tag its partner still resumes from."""
+        engine saved with the same tags (PPO's value model) must keep the tag its partner still resumes from.
+        With a background writer (train/async_checkpoint.py) this returns once the state is copied to host
+        memory; the checkpoint is committed (manifest, rename, `latest`) by `finish`, called by every rank."""
+        self.finish()  # one save at a time: the previous one is committed first
         tag = tag_for(step)
         tmp = self.folder / f"tmp-{tag}"
         if self.rank == 0:
@@ -140,13 +144,27 @@ class CheckpointManager:
         dist.barrier()
         try:
             engine.save_checkpoint(str(self.folder), tag=tmp.name, client_state=client_state, save_latest=False)
+        except (OSError, RuntimeError) as exc:
+            raise self._write_error(tag, tmp, exc) from exc
+        self.pending = (engine, tag, tmp, step, prune)
+        if not getattr(getattr(engine, "checkpoint_engine", None), "writing", False):
+            self.finish()
+        return tag
+
+    def finish(self) -> str | None:
+        """Commit the save in progress, if any (every rank): wait for its files, sync them, then rank 0 writes the
+        manifest, renames the folder and moves `latest`. Returns its tag."""
+        if self.pending is None:
+            return None
+        engine, tag, tmp, step, prune = self.pending
+        self.pending = None
+        try:
+            wait = getattr(getattr(engine, "checkpoint_engine", None), "wait", None)
+            if wait is not None:
+                wait()  # a background write's error surfaces here, on the rank that had it
             fsync_tree(tmp)  # DeepSpeed never syncs; this rank's files (and the others' so far) reach the disk
         except (OSError, RuntimeError) as exc:
-            # A failing rank stops here; the others wait at a barrier until the launcher stops them. No manifest
-            # is written, so nothing reads this half-written copy; the previous checkpoint is untouched.
-            raise CheckpointWriteError(
-                f"saving checkpoint {tag} failed on rank {self.rank} while writing {tmp}: {exc}. {self._previous()}; "
-                f"{tmp.name} is removed by the next run") from exc
+            raise self._write_error(tag, tmp, exc) from exc
         dist.barrier()  # every rank's files are complete and synced
         if self.rank == 0:
             try:
@@ -162,6 +180,13 @@ class CheckpointManager:
                 self._prune(keep_tag=tag)
         dist.barrier()
         return tag
+
+    def _write_error(self, tag: str, tmp: Path, exc: BaseException) -> CheckpointWriteError:
+        # A failing rank stops here; the others wait at a barrier until the launcher stops them. No manifest
+        # is written, so nothing reads this half-written copy; the previous checkpoint is untouched.
+        return CheckpointWriteError(
+            f"saving checkpoint {tag} failed on rank {self.rank} while writing {tmp}: {exc}. {self._previous()}; "
+            f"{tmp.name} is removed by the next run")
 
     def prune(self) -> None:
         if self.rank == 0:

@@ -74,6 +74,10 @@ class TrainLoop(StepLoop):
         self.ckpt_dir = out_dir / "checkpoints"
         ident = {"world_size": env.world_size, "zero_stage": cfg.zero_stage, **(identity or {})}
         self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
+        if getattr(cfg, "async_checkpoint", False):  # a TrainConfig key (recipe: <stage>.async_checkpoint)
+            from kamado.train.async_checkpoint import enable_async_checkpoints
+
+            enable_async_checkpoints(self.engine)
         self.peak_tflops = device_peak_tflops()
         # Zeroes the gradients of a micro-batch whose loss was non-finite on any rank (a device flag, set per
         # micro-batch): a tensor hook runs before the gradient is accumulated and before DeepSpeed's hooks.
@@ -107,6 +111,12 @@ class TrainLoop(StepLoop):
 
     def current_lr(self) -> float:
         return self.engine.get_lr()[0]
+
+    def save_in_background(self) -> bool:
+        return self.checkpoints.pending is not None
+
+    def commit_save(self) -> None:
+        self.checkpoints.finish()
 
     def validate(self) -> float | None:
         """Mean validation loss over ranks: summed on the device, one all-reduce and one read."""

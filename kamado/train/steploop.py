@@ -5,6 +5,11 @@ engine and a task: pretrain, sft, dpo, reward) or finetune/ppo.py's rollout step
 A SIGUSR1/SIGTERM sets a flag; the ranks agree on it every step, save a checkpoint, write STOPPED.json and exit
 with STOPPED_EXIT_CODE; so does a run after `max_nonfinite_in_a_row` skipped steps in a row.
 
+Checkpoints: each save's time (what training waited for) goes to the console, the next step's record
+(`checkpoint_seconds`) and the result. A step may save in the background (TrainLoop with `async_checkpoint`,
+train/async_checkpoint.py): the save is committed (manifest, rename, `latest`) at the next log step, the next save,
+a stop or the end, on every rank at the same step.
+
 Host–device syncs: a step's metrics stay on the device until a log step (or an evaluation, a checkpoint, a stop,
 the end), where one all-reduce and one read bring every pending step back and the callbacks
 (train/callbacks.py) get one record per step. A step that does not log reads the device once: the agreement, in
@@ -122,6 +127,7 @@ class StepLoop:
         self.last_loss: float | None = None
         self.tokens_total = 0
         self._unlogged_save: float | None = None  # seconds of a save the next step's record reports
+        self._saving: tuple[str, float] | None = None  # (tag, seconds so far) of a save not yet committed
 
     # ------------------------------------------------------------ what a subclass provides
     def train_step(self) -> StepOutput:
@@ -146,6 +152,13 @@ class StepLoop:
     def validate(self) -> float | None:
         return None
 
+    def save_in_background(self) -> bool:
+        """Whether the save just made is still being written (committed later by `commit_save`)."""
+        return False
+
+    def commit_save(self) -> None:
+        pass
+
     # ------------------------------------------------------------ shared mechanics
     def _emit(self, hook: str, *args) -> None:
         for cb in self.callbacks or ():
@@ -155,14 +168,28 @@ class StepLoop:
         return step % self.cfg.log_every == 0 or step in (1, self.cfg.max_steps)
 
     def save(self) -> str:
+        self.finish_save()  # one save at a time
         self._emit("before_checkpoint")  # the records up to this step are on disk before a checkpoint says they happened
         start = time.perf_counter()
         tag = self.save_state()
-        seconds = time.perf_counter() - start
+        self._saving = (tag, time.perf_counter() - start)
+        if not self.save_in_background():
+            self.finish_save()
+        return tag
+
+    def finish_save(self) -> None:
+        """Commit the save in progress (every rank, at the same step). Its time is what training waited for: the
+        whole save, or for a background one its copy to host memory plus what is left of the write here."""
+        if self._saving is None:
+            return
+        tag, seconds = self._saving
+        self._saving = None
+        start = time.perf_counter()
+        self.commit_save()
+        seconds += time.perf_counter() - start
         self.checkpoint_seconds.append(round(seconds, 3))
         self._unlogged_save = seconds
         self._emit("on_checkpoint", tag, seconds)
-        return tag
 
     def _write_stopped(self, reason: str) -> None:
         if self.env.rank == 0:
@@ -236,9 +263,11 @@ class StepLoop:
                 stopped = "signal"
             checkpoint = not stopped and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps
             if stopped or checkpoint or evaluate or self.is_log_step(self.step):
+                self.finish_save()  # a background save has had the steps since it began to finish writing
                 self.flush()
             if stopped:
                 self.save()
+                self.finish_save()
                 self._write_stopped(stopped)
                 if env.rank == 0:
                     print(f"[kamado] {self.name}: stopped ({stopped}) at step {self.step}; checkpoint saved", flush=True)
@@ -249,6 +278,7 @@ class StepLoop:
         if not stopped:
             self.flush()
             self.save()
+            self.finish_save()
         final_val = None if stopped else self.validate()
         if final_val is not None:
             self._emit("on_eval", self.step, final_val)

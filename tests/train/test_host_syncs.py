@@ -10,7 +10,6 @@ batches from numpy in a worker thread). The run is real: one gloo rank, DeepSpee
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.train.tiny_loop import one_rank, tiny_loop
 
 KAMADO = str(Path(__file__).resolve().parents[2] / "kamado")
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
@@ -59,26 +60,9 @@ def count_host_syncs(on_sync):
 
 def run_counted(tmp_path: Path, **cfg_overrides) -> tuple[dict[int, Counter], dict[int, Counter], object]:
     """A real loop run; returns (kamado's syncs, DeepSpeed's syncs) per step number (1-based) and the result."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-    import torch.distributed as dist
-
-    from kamado.train.data import PretrainTask
-    from kamado.train.dist import DistEnv
-    from kamado.train.loop import TrainLoop
-    from kamado.train.model import Shape, build_model, llama_config
-    from tests.reliability.harness import VOCAB, make_tokens, train_config
-
-    env = DistEnv(0, 0, 1, "127.0.0.1", 0)
-    env.export()
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    deepspeed.init_distributed(dist_backend="gloo")
-    try:
-        cfg = train_config(**cfg_overrides)
-        torch.manual_seed(cfg.seed)
-        model = build_model(llama_config(Shape(32, 64, 2, 2, 1, 64), VOCAB, 1, 2, 0))
-        task = PretrainTask([(make_tokens(tmp_path / "tokens"), 1.0)], cfg.seq_len, cfg.seed)
-        loop = TrainLoop(cfg, model, task, tmp_path / "out", env, torch.device("cpu"))
+    with one_rank() as env:
+        loop = tiny_loop(env, tmp_path, **cfg_overrides)
+        task, accum = loop.task, loop.cfg.grad_accum
         batches = [0]
         real_batch = task.batch
 
@@ -91,15 +75,13 @@ def run_counted(tmp_path: Path, **cfg_overrides) -> tuple[dict[int, Counter], di
         theirs: dict[int, Counter] = {}
 
         def on_sync(kind: str, where: str) -> None:
-            step = max(1, (batches[0] + cfg.grad_accum - 1) // cfg.grad_accum)
+            step = max(1, (batches[0] + accum - 1) // accum)
             book = ours if where.startswith(KAMADO) else theirs
             book.setdefault(step, Counter())[f"{kind} {where.rsplit('/', 2)[-2]}/{where.rsplit('/', 1)[-1]}"] += 1
 
         with count_host_syncs(on_sync):
             result = loop.run()
         return ours, theirs, result
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed
