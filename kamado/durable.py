@@ -38,8 +38,10 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(folder))
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data`: a reader sees the old content or the new, never a part of either."""
+def write_atomic(path: Path, data: str | bytes, sync: bool = True) -> None:
+    """Replace `path` with `data`: a reader sees the old content or the new, never a part of either. `sync=False`
+    skips the fsyncs: still atomic for a killed process, but a power loss may leave the old file or none — only for
+    bookkeeping whose loss a rerun mends (a phase task's record: the task is rerun, its units found done)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -47,12 +49,14 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(raw)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def write_text_durable(path: Path, text: str) -> None:

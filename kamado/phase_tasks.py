@@ -63,7 +63,7 @@ def run_phase_task(recipe: Recipe, ws: Workspace, stage: str, phase: str, task: 
               "started_at": started, "ended_at": time.time(), "peak_rss_mb": peak_rss_mb()}
     path = record_path(ws, stage, phase, task)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(record))
+    write_atomic(path, json.dumps(record), sync=False)  # timings: a record lost to a power cut means rerun the task
     return record
 
 
@@ -71,6 +71,14 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far (Linux: ru_maxrss in KiB). One Slurm array task is one process,
     so its record holds the task's own peak; a pool worker's covers every task it ran before."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or emptied by a power cut (written without fsync)
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def phase_timings(ws: Workspace, stage: str, sizes: dict[str, int]) -> dict[str, dict]:
@@ -82,10 +90,11 @@ def phase_timings(ws: Workspace, stage: str, sizes: dict[str, int]) -> dict[str,
         records = []
         for task in range(num_tasks):
             path = record_path(ws, stage, phase, task)
-            if not path.is_file():
-                raise RuntimeError(f"{stage}: {path} missing: task {task} of phase {phase} did not finish; "
+            record = _read_record(path)
+            if record is None:
+                raise RuntimeError(f"{stage}: {path} missing or unreadable: task {task} of phase {phase} did not finish; "
                                    f"rerun (on Slurm see {ws.root / 'slurm' / stage}/*_log.err and submit again)")
-            records.append(json.loads(path.read_text()))
+            records.append(record)
         out[phase] = {"tasks": num_tasks, "items": sum(r["items"] for r in records),
                       "seconds": round(max(r["ended_at"] for r in records) - min(r["started_at"] for r in records), 3),
                       "skipped_done": sum(r["skipped_done"] for r in records),

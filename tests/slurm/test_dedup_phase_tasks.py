@@ -55,7 +55,11 @@ def test_finish_refuses_a_phase_task_that_did_not_finish(tmp_path):
     ws = Workspace(recipe)
     run_arrays(recipe)
     record_path(ws, "corpus", "verify", 1).unlink()
-    with pytest.raises(RuntimeError, match=r"verify-00001\.json missing: task 1 of phase verify did not finish"):
+    with pytest.raises(RuntimeError, match=r"verify-00001\.json missing or unreadable: task 1 of phase verify did not finish"):
+        finish_stage(recipe, "corpus", SIZES, [], [])
+    assert not ws.is_done("corpus")
+    record_path(ws, "corpus", "verify", 1).write_text("")  # emptied by a power cut (records are written without fsync)
+    with pytest.raises(RuntimeError, match=r"verify-00001\.json missing or unreadable"):
         finish_stage(recipe, "corpus", SIZES, [], [])
     assert not ws.is_done("corpus")
 
