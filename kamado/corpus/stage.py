@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from kamado.corpus import dedup
-from kamado.corpus.dedup.layout import filtered_path, write_filtered
+from kamado.corpus.dedup.layout import HAND_OVER_BYTES, filtered_path, hand_over, write_filtered
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
@@ -29,6 +29,7 @@ from kamado.corpus.plan import ensure_plan
 from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
 from kamado.durable import fsync_dir, fsync_file
+from kamado.phase_tasks import in_process
 from kamado.pipeline import Phase
 from kamado.corpus.config import source_rules
 from kamado.recipe import Recipe, to_dict
@@ -73,6 +74,8 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     tmp_path = out_path.with_name(out_path.name + ".tmp")
     rejects_path = work / f"rejects-{name}.jsonl"
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
+    handover: list | None = [] if in_process() else None
+    held = 0
     with write_filtered(tmp_path) as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
         for sl in slices:
             source = cfg.sources[sl.source]
@@ -105,11 +108,20 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
                         doc["meta"]["pii_masked"] = masked
                 doc["meta"]["order"] = [sl.source, sl.file, loc.line]
                 doc["meta"]["text_hash"] = hashlib.sha1(doc["text"].encode("utf-8")).hexdigest()
-                out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                line = json.dumps(doc, ensure_ascii=False) + "\n"
+                out.write(line)
                 stats.keep(source.name, len(doc["text"]))
+                if handover is not None:  # in-process: signatures gets these without reading the file back
+                    raw = line.encode("utf-8")
+                    held += len(raw)
+                    handover = handover if held <= HAND_OVER_BYTES else None
+                    if handover is not None:
+                        handover.append((raw, doc))
     for tmp in (tmp_path, rejects_tmp):
         fsync_file(tmp)
     os.replace(tmp_path, out_path)
+    if handover is not None:
+        hand_over(out_path, handover)
     os.replace(rejects_tmp, rejects_path)
     fsync_dir(work)
     report = stats.as_dict()  # asserts read = kept + Σ dropped + Σ rejected for this shard
@@ -133,8 +145,11 @@ def _shards(recipe: Recipe, ws: Workspace | None = None) -> int:  # noqa: ARG001
     return recipe.corpus.num_shards
 
 
-def _filter_workers(recipe: Recipe, ws: Workspace) -> int:  # noqa: ARG001
-    return recipe.corpus.workers
+def _filter_workers(recipe: Recipe, ws: Workspace) -> int:
+    """corpus.workers, but no more processes than shards with work: a single .gz input is one slice, so one shard
+    reads everything and a pool would only add its start-up (the plan is made here, once, as the first task would)."""
+    busy = len({sl.shard for sl in ensure_plan(recipe, ws, recipe.corpus.num_shards)})
+    return max(1, min(recipe.corpus.workers, busy))
 
 
 def _dedup_array_tasks(recipe: Recipe, phase: str) -> int:
