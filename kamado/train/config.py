@@ -62,6 +62,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = operational(50)  # >= 1; a value >= max_steps saves only at the end
     keep_checkpoints: int = operational(2)  # >= 1: the newest complete checkpoint is what a resume needs
+    # Write checkpoints in a background thread (kamado/train/async_checkpoint.py): training goes on once the state
+    # is copied to host memory; a save counts (MANIFEST, `latest`) only once its files are written and fsynced.
+    async_checkpoint: bool = operational(False)
     log_every: int = operational(10)
     seed: int = 1234
     schedule: Schedule = Schedule.cosine  # cosine: warmup then cosine | wsd: warmup, stable, then linear decay
