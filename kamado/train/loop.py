@@ -129,7 +129,8 @@ class TrainLoop(StepLoop):
         self.engine.train()
         if not count:
             return None
-        return (sum_over_ranks((total / count).reshape(1), self.env.world_size) / self.env.world_size).item()
+        mean = _as_float32(total / count).reshape(1)
+        return (sum_over_ranks(mean, self.env.world_size) / self.env.world_size).item()
 
     def _agreed_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """A device flag: this micro-batch's loss is finite on every rank (an all-reduce, no read)."""
@@ -159,7 +160,9 @@ class TrainLoop(StepLoop):
             mask = batch.get("attention_mask")
             n_tokens = n_tokens + (mask.sum() if mask is not None else batch["input_ids"].numel())
         self._keep_grads = torch.ones((), dtype=torch.bool, device=self.device)
-        values = {"loss": step_loss, "tokens": n_tokens, **{k: extra[k] for k in sorted(extra)}}
+        # the extra terms and the validation loss pass through float32 before the reduction, as the host floats
+        # they were before did (torch.as_tensor of a float): the logged numbers stay the same
+        values = {"loss": step_loss, "tokens": n_tokens, **{k: _as_float32(extra[k]) for k in sorted(extra)}}
         return StepOutput(values, nonfinite, getattr(self.engine, "skipped_steps", 0) == skipped_before,
                           self.engine.get_global_grad_norm())
 
@@ -191,3 +194,7 @@ class TrainLoop(StepLoop):
         mfu = f" MFU {m.record['mfu']:.1%}" if m.record["mfu"] is not None else ""
         return (f"[{self.name}] step {m.step}/{self.cfg.max_steps} loss {m.values['loss']:.4f}{val} lr {m.record['lr']:.2e} "
                 f"{m.record['tokens_per_s']:,.0f} tok/s{mfu} {extra}{note}")
+
+
+def _as_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).to(torch.float64)

@@ -177,11 +177,11 @@ class StepLoop:
             self.finish_save()
         return tag
 
-    def finish_save(self) -> None:
-        """Commit the save in progress (every rank, at the same step). Its time is what training waited for: the
-        whole save, or for a background one its copy to host memory plus what is left of the write here."""
+    def finish_save(self) -> bool:
+        """Commit the save in progress, if any (every rank, at the same step). Its time is what training waited
+        for: the whole save, or for a background one its copy to host memory plus what is left of the write here."""
         if self._saving is None:
-            return
+            return False
         tag, seconds = self._saving
         self._saving = None
         start = time.perf_counter()
@@ -190,6 +190,7 @@ class StepLoop:
         self.checkpoint_seconds.append(round(seconds, 3))
         self._unlogged_save = seconds
         self._emit("on_checkpoint", tag, seconds)
+        return True
 
     def _write_stopped(self, reason: str) -> None:
         if self.env.rank == 0:
@@ -263,7 +264,8 @@ class StepLoop:
                 stopped = "signal"
             checkpoint = not stopped and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps
             if stopped or checkpoint or evaluate or self.is_log_step(self.step):
-                self.finish_save()  # a background save has had the steps since it began to finish writing
+                if self.finish_save():  # a background save has had the steps since it began to finish writing
+                    t_last = time.time()  # the next step's tokens/s measures training, not the wait
                 self.flush()
             if stopped:
                 self.save()
