@@ -74,7 +74,7 @@ class TrainLoop(StepLoop):
         self.ckpt_dir = out_dir / "checkpoints"
         ident = {"world_size": env.world_size, "zero_stage": cfg.zero_stage, **(identity or {})}
         self.checkpoints = CheckpointManager(self.ckpt_dir, cfg.keep_checkpoints, env.rank, ident)
-        if getattr(cfg, "async_checkpoint", False):  # a TrainConfig key (recipe: <stage>.async_checkpoint)
+        if cfg.async_checkpoint:  # recipe: <stage>.async_checkpoint
             from kamado.train.async_checkpoint import enable_async_checkpoints
 
             enable_async_checkpoints(self.engine)

@@ -29,16 +29,13 @@ def one_rank():
 
 
 def tiny_loop(env, workdir: Path, out_name: str = "out", **cfg_overrides):
-    """A TrainLoop over tokens shared by every loop in `workdir`; cfg keys the config lacks are set as attributes."""
+    """A TrainLoop over tokens shared by every loop in `workdir`."""
     from kamado.train.data import PretrainTask
     from kamado.train.loop import TrainLoop
     from kamado.train.model import Shape, build_model, llama_config
     from tests.reliability.harness import VOCAB, make_tokens, train_config
 
-    extra = {k: cfg_overrides.pop(k) for k in list(cfg_overrides) if k == "async_checkpoint"}
     cfg = train_config(**cfg_overrides)
-    for key, value in extra.items():  # until TrainConfig has the key
-        setattr(cfg, key, value)
     tokens = workdir / "tokens"
     if not (tokens / "index.json").is_file():
         make_tokens(tokens)
