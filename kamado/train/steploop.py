@@ -2,7 +2,7 @@
 checkpoints (with their save time), the end. A stage provides the step: train/loop.py's TrainLoop (one DeepSpeed
 engine and a task: pretrain, sft, dpo, reward) or finetune/ppo.py's rollout step (PPO/GRPO).
 
-A SIGUSR1/SIGTERM sets a flag; the ranks agree on it every step, save a checkpoint, write STOPPED.json and exit
+A SIGUSR1/SIGTERM sets a flag; the ranks agree on it (see below), save a checkpoint, write STOPPED.json and exit
 with STOPPED_EXIT_CODE; so does a run after `max_nonfinite_in_a_row` skipped steps in a row.
 
 Checkpoints: each save's time (what training waited for) goes to the console, the next step's record
@@ -12,8 +12,19 @@ a stop or the end, on every rank at the same step.
 
 Host–device syncs: a step's metrics stay on the device until a log step (or an evaluation, a checkpoint, a stop,
 the end), where one all-reduce and one read bring every pending step back and the callbacks
-(train/callbacks.py) get one record per step. A step that does not log reads the device once: the agreement, in
-one all-reduce, on whether any rank had a non-finite loss in the step and whether any rank was signalled.
+(train/callbacks.py) get one record per step. Each step's agreement (whether any rank had a non-finite loss in
+the step, whether any rank was signalled) is one all-reduce of a device tensor issued right after the step, on
+CUDA copied to pinned host memory without waiting (an `Agreement`). A step that does not log reads nothing of its
+own: its agreement is read after the next step has been issued, so on a GPU the host queues step N+1 while step N
+runs and reads step N's two flags once they are there. Where the loop reads anyway (a log, evaluation or
+checkpoint step, a stop, the last step) the step's own agreement is read at once. What the one-step lag means:
+- a signal that reaches the agreement of a quiet step N stops the run after step N+1 (at N itself when N logs,
+  evaluates or checkpoints). Every rank reads the same agreed flags at the same step, so the ranks still stop
+  together; the checkpoint and STOPPED.json name the step stopped at, and a rerun resumes exactly from there;
+- a step's `finite` (in its record) is settled when its agreement is read, always before its record is made;
+- the NonFiniteGuard counts each step when its agreement is read: an exhausted guard stops the run one step
+  later than the step that exhausted it when that step was quiet (that extra step, if non-finite too, is skipped
+  like the others and counted).
 """
 
 from __future__ import annotations
@@ -54,13 +65,40 @@ class StopFlag:
 
 
 # Every collective here reduces a tensor on the rank's device: NCCL rejects CPU tensors.
+class Agreement:
+    """Whether each flag (a bool, or a device scalar: nonzero = raised) is raised on any rank, issued now and read
+    later. Issuing waits for nothing: one all-reduce of a device tensor (a bool is filled in on the device, no
+    host-to-device copy) and, on CUDA, a non-blocking copy into pinned host memory with an event recorded after
+    it. `read()` waits for that event only, so work queued on the device after the agreement keeps running."""
+
+    def __init__(self, flags: list, device: torch.device, world_size: int, step: int = 0):
+        self.step = step  # the step whose flags these are (0 for none)
+        t = torch.zeros(len(flags), dtype=torch.float32, device=device)
+        for i, flag in enumerate(flags):
+            t[i] = flag
+        t = sum_over_ranks(t, world_size)
+        self._ready: torch.cuda.Event | None = None
+        if t.device.type == "cuda":
+            self._host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self._host.copy_(t, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:  # on the CPU it is there already (gloo's all-reduce returned when done); another device reads at read()
+            self._host = t
+        self._flags: list[bool] | None = None
+
+    def read(self) -> list[bool]:
+        """The agreed flags (the host read: waits for the agreement's own copy, once)."""
+        if self._flags is None:
+            if self._ready is not None:
+                self._ready.synchronize()
+            self._flags = [v > 0 for v in self._host.tolist()]
+        return self._flags
+
+
 def any_rank(flags: list, device, world_size: int) -> list[bool]:
-    """For each flag (a bool, or a device scalar: nonzero = raised), whether it is raised on any rank: one
-    all-reduce and one read, which is a step's only host–device sync when it does not log."""
-    t = torch.stack([torch.as_tensor(f, device=device).to(torch.float32).reshape(()) for f in flags])
-    if world_size > 1:
-        dist.all_reduce(t)
-    return [v > 0 for v in t.tolist()]
+    """For each flag, whether it is raised on any rank: an Agreement read at once."""
+    return Agreement(flags, device, world_size).read()
 
 
 def sum_over_ranks(t: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -102,7 +140,8 @@ class PendingStep:
     keys: tuple[str, ...]
     vector: torch.Tensor  # float64, this rank's values
     grad_norm: Any
-    finite: bool
+    finite: bool  # what the host knew (StepOutput.host_finite) until the agreement is read, then the step's verdict
+    agreement: Agreement | None  # [non-finite on any rank, signalled on any rank]; None once read (`_settle`)
     host: dict[str, Any]  # lr, time, seconds (this step's training time), memory, checkpoint_seconds
     val_loss: float | None = None
 
@@ -199,15 +238,26 @@ class StepLoop:
                 why["signal"] = self.stop.signal_name or "peer"
             write_atomic(self.out_dir / "STOPPED.json", json.dumps({**why, "step": self.step}))
 
-    def _queue(self, out: StepOutput, finite: bool, now: float, seconds: float) -> None:
+    def _queue(self, out: StepOutput, agreement: Agreement) -> PendingStep:
+        """The step, pending: its values on the device, its agreement on its way; `time` and `seconds` are set
+        by the loop once the step's reads (if any) are done."""
         vector = torch.stack([torch.as_tensor(v, device=self.device).detach().to(torch.float64).reshape(())
                               for v in out.values.values()])
-        host = {"lr": self.current_lr(), "time": now, "seconds": seconds, **memory_mb(self.device), **out.host}
+        host = {"lr": self.current_lr(), **memory_mb(self.device), **out.host}
         if self._unlogged_save is not None:
             host["checkpoint_seconds"] = round(self._unlogged_save, 3)
             self._unlogged_save = None
         norm = out.grad_norm.detach().clone() if isinstance(out.grad_norm, torch.Tensor) else out.grad_norm
-        self.pending.append(PendingStep(self.step, tuple(out.values), vector, norm, finite, host))
+        p = PendingStep(self.step, tuple(out.values), vector, norm, out.host_finite, agreement, host)
+        self.pending.append(p)
+        return p
+
+    def _settle(self, p: PendingStep) -> str | None:
+        """Read step p's agreement: settle `p.finite`, count it in the guard; the reason to stop it gives, if any."""
+        nonfinite, signalled = p.agreement.read()
+        p.finite, p.agreement = p.finite and not nonfinite, None
+        self.skipped.record(p.finite)
+        return "nonfinite" if self.skipped.exhausted else "signal" if signalled else None
 
     def flush(self) -> None:
         """Bring every pending step's numbers to the host (one all-reduce and one read per group of steps with
@@ -222,6 +272,7 @@ class StepLoop:
                 self._report(p, dict(zip(keys, row[:-1])), row[-1] if p.grad_norm is not None else None)
 
     def _report(self, p: PendingStep, values: dict[str, float], grad_norm: float | None) -> None:
+        assert p.agreement is None, f"step {p.step} reported before its agreement was read"
         loss = values.get("loss")
         if self.first_loss is None:
             self.first_loss = loss
@@ -245,25 +296,29 @@ class StepLoop:
         self._emit("on_start")
         stopped: str | None = None
         t_last = time.time()
+        lagging: PendingStep | None = None  # a quiet step whose agreement is read once the next step is issued
         while self.step < cfg.max_steps:
             out = self.train_step()
             self.step += 1
-            # the step's one host read: did any rank have a non-finite loss, was any rank signalled
-            nonfinite, signalled = any_rank([out.nonfinite, self.stop.raised], self.device, env.world_size)
-            finite = out.host_finite and not nonfinite
-            self.skipped.record(finite)
-            now = time.time()  # before validation: tokens/s measures this step's training only
-            self._queue(out, finite, now, now - t_last)
+            current = self._queue(out, Agreement([out.nonfinite, self.stop.raised], self.device, env.world_size,
+                                                 self.step))
+            if lagging is not None:  # the previous step's agreement: this step is queued behind it, nothing idles
+                stopped, lagging = self._settle(lagging), None
             evaluate = bool(cfg.eval_every) and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps
+            checkpoint = self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps
+            reads = bool(stopped) or checkpoint or evaluate or self.is_log_step(self.step)  # the last step logs
+            if reads:  # the loop reads the device here anyway: this step's agreement too, with no lag
+                reason = self._settle(current)
+                stopped = stopped or reason
+            else:
+                lagging = current
+            now = time.time()  # before validation: tokens/s measures this step's training only
+            current.host.update(time=now, seconds=now - t_last)
             if evaluate:
-                self.pending[-1].val_loss = self.validate()
+                current.val_loss = self.validate()
             t_last = time.time() if evaluate else now
-            if self.skipped.exhausted:
-                stopped = "nonfinite"
-            elif signalled:
-                stopped = "signal"
-            checkpoint = not stopped and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps
-            if stopped or checkpoint or evaluate or self.is_log_step(self.step):
+            checkpoint = checkpoint and not stopped
+            if reads:
                 if self.finish_save():  # a background save has had the steps since it began to finish writing
                     t_last = time.time()  # the next step's tokens/s measures training, not the wait
                 self.flush()
