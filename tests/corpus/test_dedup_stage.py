@@ -29,7 +29,7 @@ def _run(recipe):
     return report, dups, kept
 
 
-@pytest.mark.parametrize("unit", [1_000_000, 100], ids=["one-key-range", "several-contain-ranges"])
+@pytest.mark.parametrize("unit", [1_000_000, 100, 5], ids=["one-key-range", "several-contain-ranges", "several-key-ranges"])
 def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch, unit):
     """Exact, near and contained duplicates spread over three shards (one document per file).  With bucket_unit_docs=100 the ~550 sampled shingles are spread over several contain units (key ranges)
     and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
@@ -57,6 +57,11 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
     samples = sum(json.loads(p.read_text())["stats"]["samples"] for p in (dedup_dir(Workspace(recipe)) / "sig").glob("*.done.json"))
     contain_units = len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json")))
     assert contain_units == -(-samples // unit) and (contain_units >= 4) == (unit < 1000)
+    # a small corpus puts several bands in one unit (≤ bucket_unit_docs entries each): 20 bands → 1 or 3 units
+    band_units = sorted(p.name for p in (dedup_dir(Workspace(recipe)) / "buckets").glob("band*.done.json"))
+    assert band_units == {1_000_000: ["bands00-19-r0000.done.json"],
+                          100: ["bands00-08-r0000.done.json", "bands09-17-r0000.done.json", "bands18-19-r0000.done.json"],
+                          5: sorted(f"band{b:02d}-r{r:04d}.done.json" for b in range(20) for r in range(3))}[unit]
     assert {k: (d["duplicate_of"], d["kind"]) for k, d in dups.items()} == {
         "a-copy": ("a", "exact"), "a-near": ("a", "near"), "story": ("collection-1", "contained"), "short-2": ("short-1", "exact")}
     assert dups["a-near"]["similarity"] > 0.9

@@ -16,9 +16,9 @@ from kamado.stage import Workspace
 _UNITS: dict[tuple, list] = {}  # per process: every bucket unit and verify slice asks for the unit list
 
 
-def bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int]]:
-    """(kind, band, range, num_ranges) units; the number of key ranges grows with the corpus (from signatures).
-    Kept per process while the signature markers are unchanged: the list reads every shard's marker."""
+def bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int, int]]:
+    """(kind, first band, range, num_ranges, bands) units; the number of key ranges grows with the corpus (from
+    signatures). Kept per process while the signature markers are unchanged: the list reads every shard's marker."""
     sig = dedup_dir(ws) / "sig"
     markers = []
     for s in range(recipe.corpus.num_shards):
@@ -34,30 +34,42 @@ def bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int
     return _UNITS[key]
 
 
-def _list_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int]]:
+def _list_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int, int]]:
     cfg = recipe.corpus.dedup
+    docs = corpus_docs(recipe, ws)
     ranges = key_ranges(recipe, ws)
     units = []
     if recipe.corpus.exact_dedup:
-        units += [("exact", 0, r, ranges) for r in range(ranges)]
+        units += [("exact", 0, r, ranges, 1) for r in range(ranges)]
     if uses_near(recipe):
-        units += [("band", b, r, ranges) for b in range(cfg.bands) for r in range(ranges)]
+        # A unit holds about bucket_unit_docs band entries: one band per unit on a large corpus; on a small one
+        # several bands share a unit (454 documents: 1 unit, not 20), since each unit's start and durable
+        # outputs cost more than its work there. Each band still has its own buckets (a key means nothing in
+        # another band); verify reads the pairs of every band alike.
+        per_unit = max(1, min(cfg.bands, cfg.bucket_unit_docs // max(1, docs))) if ranges == 1 else 1
+        units += [("band", b, r, ranges, min(per_unit, cfg.bands - b))
+                  for b in range(0, cfg.bands, per_unit) for r in range(ranges)]
     if uses_containment(recipe):  # ranged by sampled shingles, not documents: a unit holds ≤ bucket_unit_docs entries
         samples = sum(sig_of(ws, s).stats.get("samples", 0) for s in range(recipe.corpus.num_shards))
         contain_ranges = max(1, math.ceil(samples / cfg.bucket_unit_docs))
-        units += [("contain", 0, r, contain_ranges) for r in range(contain_ranges)]
+        units += [("contain", 0, r, contain_ranges, 1) for r in range(contain_ranges)]
     return units
 
 
-def unit_name(unit: tuple[str, int, int, int]) -> str:
-    kind, band, r, _ = unit
-    return f"band{band:02d}-r{r:04d}" if kind == "band" else f"{kind}-r{r:04d}"
+def unit_name(unit: tuple[str, int, int, int, int]) -> str:
+    kind, band, r, _, bands = unit
+    if kind != "band":
+        return f"{kind}-r{r:04d}"
+    return f"band{band:02d}-r{r:04d}" if bands == 1 else f"bands{band:02d}-{band + bands - 1:02d}-r{r:04d}"
+
+
+def corpus_docs(recipe: Recipe, ws: Workspace) -> int:
+    return sum(sig_of(ws, s).stats["docs"] for s in range(recipe.corpus.num_shards))
 
 
 def key_ranges(recipe: Recipe, ws: Workspace) -> int:
     """Key ranges per band (and pair slices for verify): one per `bucket_unit_docs` documents in the corpus."""
-    docs = sum(sig_of(ws, s).stats["docs"] for s in range(recipe.corpus.num_shards))
-    return max(1, math.ceil(docs / recipe.corpus.dedup.bucket_unit_docs))
+    return max(1, math.ceil(corpus_docs(recipe, ws) / recipe.corpus.dedup.bucket_unit_docs))
 
 
 pair_slices = key_ranges  # verify slices the pair space as finely as the buckets phase slices the keys

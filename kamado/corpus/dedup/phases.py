@@ -11,8 +11,10 @@ Layout under <corpus>/work/dedup/:
     sig/SSSSS.*        per filter shard: ids, input order, exact key, shingle count, MinHash rows, band keys
                        (sorted per band), containment samples twice (sorted by key with their probe flags, for
                        buckets; per document, for verify), contaminated rows
-    buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR): pairs (contain: (small, large)
-                       candidates with their shared probes in the range, and the range's boilerplate samples)
+    buckets/UNIT.*     per unit (exact-rRRRR, bandBB-rRRRR, contain-rRRRR; bandsBB-CC-r0000 when a corpus of
+                       fewer than bucket_unit_docs / 2 documents puts bands BB..CC in one unit): pairs (contain:
+                       (small, large) candidates with their shared probes in the range, and the range's
+                       boilerplate samples)
     verify/VVVVV.*     per pair slice: verified edges (a, b, kind, similarity)
     clusters/SSSSS.*   per filter shard: removed rows, the kept id each duplicates and the id it matched, kind,
                        similarity; summary.*
@@ -23,7 +25,7 @@ characters / containment_scale); none of it grows with N, the documents of the c
 (benchmarks/dedup_memory.py measures 1x/4x/16x; benchmarks/dedup_scale.py fits these against task inputs):
     signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, + ~21 B × S × D with
                 containment)
-    buckets     exact/band unit: ~80-120 B × its documents (~U); contain unit: ~90 B × its samples (~U: contain
+    buckets     exact/band unit: ~80-120 B × its entries (≤ U: documents × bands in the unit); contain unit: ~90 B × its samples (~U: contain
                 units range the sampled shingles, S × N / U of them) + its candidate pairs (each pair once per
                 shared probe: ≤ S·(1 - t) + 1 times, whatever the ranges)
     verify      its slice of the candidate pairs (~ pairs per document × U) + their signature rows; containment:

@@ -64,7 +64,7 @@ def _containment(recipe: Recipe, ws: Workspace, pairs: np.ndarray, hits: np.ndar
         keys, offsets = _samples(ws, docs, cache)
         distinct, rank = np.unique(keys, return_inverse=True)
         common = np.zeros(len(distinct), dtype=bool)
-        for (_, _, r, ranges), keys_of_unit in boilerplate:  # a unit's boilerplate keys against its range only
+        for (_, _, r, ranges, _), keys_of_unit in boilerplate:  # a unit's boilerplate keys against its range only
             s = slice_sorted(distinct, *key_range(r, ranges))
             if s.stop > s.start:
                 common[s] = np.isin(distinct[s], keys_of_unit, assume_unique=True)
