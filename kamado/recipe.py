@@ -88,11 +88,11 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
-    schema = OmegaConf.structured(recipe_type(current()))
     try:
         from_file = OmegaConf.load(path)
     except Exception as exc:  # yaml.YAMLError and friends: report with the file
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    schema = _schema(from_file, overrides)
     try:
         merged = OmegaConf.merge(schema, from_file)
     except OmegaConfBaseException as exc:
@@ -105,7 +105,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise RecipeError(f"{path}: required key(s) missing: {', '.join(missing)}")
-    recipe: Recipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    recipe = _complete(OmegaConf.to_object(merged))
     _resolve_paths(recipe, path.parent.resolve())
     _check_values(recipe, str(path))
     return recipe
@@ -113,12 +113,40 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def recipe_from_dict(data: dict, base_dir: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
     """Same as load_recipe but from a dict (the resolved recipe a worker reads back)."""
-    merged = OmegaConf.merge(OmegaConf.structured(recipe_type(current())), OmegaConf.create(data))
+    from_dict = OmegaConf.create(data)
+    merged = OmegaConf.merge(_schema(from_dict, overrides), from_dict)
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    recipe: Recipe = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    recipe = _complete(OmegaConf.to_object(merged))
     _resolve_paths(recipe, Path(base_dir).resolve())
     return recipe
+
+
+# OmegaConf builds a typed node for every field of every section it is given (~70 ms for kamado's whole recipe,
+# most of a small `kamado run`'s start-up): it is given the sections the file or --set name; a section neither
+# names is its dataclass's defaults, checked by its validate() like any other section (_check_values).
+_ALWAYS = ("name", "workdir", "stages")
+
+
+def _schema(data: Any, overrides: list[str] | None) -> Any:
+    """The structured schema of the recipe's fields that `data` (a DictConfig) and the overrides name."""
+    full = recipe_type(current())
+    if not OmegaConf.is_dict(data):  # not a mapping: the whole schema, whose merge gives OmegaConf's error
+        return OmegaConf.structured(full)
+    named = {str(k) for k in data.keys()} | {o.split("=", 1)[0].split(".", 1)[0].split("[", 1)[0] for o in overrides or []}
+    return OmegaConf.structured(_reduced_type(full, frozenset(named)))
+
+
+@lru_cache(maxsize=None)
+def _reduced_type(full: type, named: frozenset[str]) -> type:
+    fields = [(f.name, f.type, field(default=f.default, default_factory=f.default_factory))
+              for f in dataclasses.fields(full) if f.name in named or f.name in _ALWAYS]
+    return make_dataclass("Recipe", fields, bases=(RecipeBase,), namespace={"__module__": __name__})
+
+
+def _complete(reduced: Any) -> Recipe:
+    """The full recipe from a reduced one: the sections it lacks take their defaults."""
+    return recipe_type(current())(**{f.name: getattr(reduced, f.name) for f in dataclasses.fields(reduced)})
 
 
 def to_dict(obj: Any) -> dict:

@@ -34,6 +34,25 @@ def test_unknown_key_names_key_and_file(tmp_path):
     assert str(p) in str(err.value) and "lrr" in str(err.value)
 
 
+def test_a_section_the_file_does_not_name_is_its_defaults_and_still_checked(tmp_path):
+    """Only the sections a file or --set names go through OmegaConf's typed merge (the start-up of a small run);
+    the others are their dataclass defaults: the same recipe as the file with every section written out, and an
+    unknown top-level key, or a bad value set on an unnamed section, is still an error naming it."""
+    from kamado.recipe import to_dict, to_yaml
+
+    short = write(tmp_path, "name: x\nworkdir: w\nstages: [corpus]\ncorpus:\n  sources: [{name: s, paths: [a.jsonl]}]\n")
+    recipe = load_recipe(short, ["sft.lr=3e-5"])
+    full = tmp_path / "full.yaml"
+    full.write_text(to_yaml(recipe), encoding="utf-8")
+    assert to_dict(load_recipe(full)) == to_dict(recipe) and recipe.sft.lr == 3e-5
+    assert recipe.pretrain.max_steps == type(recipe.pretrain)().max_steps
+    for text, overrides, key in (("name: x\nworkdir: w\npretrian: {}\n", [], "pretrian"),
+                                 ("name: x\nworkdir: w\n", ["dpo.beta=lots"], "dpo.beta"),
+                                 ("name: x\nworkdir: w\n", ["dpo.beta=-1"], "dpo.beta")):
+        with pytest.raises(RecipeError, match=key):
+            load_recipe(write(tmp_path, text), overrides)
+
+
 def test_wrong_type_names_key_and_file(tmp_path):
     p = write(tmp_path, "name: x\nworkdir: w\ntokenizer:\n  vocab_size: lots\n")
     with pytest.raises(RecipeError) as err:

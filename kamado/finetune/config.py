@@ -96,6 +96,8 @@ class DPOConfig(TrainConfig):
 
     def validate(self, key: str) -> None:
         super().validate(key)
+        if not self.beta > 0:  # the preference margin's scale: 0 or less learns nothing or the reverse preference
+            raise ConfigError(f"{key}.beta", f"must be more than 0, not {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"{key}.label_smoothing", f"must be in [0, 0.5), not {self.label_smoothing}")
 
