@@ -35,6 +35,8 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
     and verify counts them in chunks of 100 samples: the same result as one range, one chunk."""
     if unit < 1000:
         monkeypatch.setattr("kamado.corpus.dedup.verify.CONTAIN_CHUNK", 100)  # workers=1: phases run in this process
+        # and MinHash in batches of about one document (hashed in the background while the next is built)
+        monkeypatch.setattr("kamado.corpus.dedup.signatures.BATCH_SHINGLES", 1000)
     a, b, c, story, x, y = (random_text(s, n) for s, n in ((10, 2000), (11, 2000), (12, 2000), (13, 1500), (14, 900), (15, 900)))
     near_a = a[:700] + "ア" + a[701:1400] + "イ" + a[1401:]  # two characters changed: Jaccard ≈ 0.99
     docs = [

@@ -23,7 +23,7 @@ Layout under <corpus>/work/dedup/:
 Memory per task, with D documents in a filter shard, U = bucket_unit_docs and S samples per document (about
 characters / containment_scale); none of it grows with N, the documents of the corpus, which only adds tasks
 (benchmarks/dedup_memory.py measures 1x/4x/16x; benchmarks/dedup_scale.py fits these against task inputs):
-    signatures  one batch of shingles (≤ 4M × 8 B) + outputs of its shard (~1.1 KB × D, + ~21 B × S × D with
+    signatures  two batches of shingles (≤ 2 × 0.5M × 8 B) + outputs of its shard (~1.1 KB × D, + ~21 B × S × D with
                 containment)
     buckets     exact/band unit: ~80-120 B × its entries (≤ U: documents × bands in the unit); contain unit: ~90 B × its samples (~U: contain
                 units range the sampled shingles, S × N / U of them) + its candidate pairs (each pair once per

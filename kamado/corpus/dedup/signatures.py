@@ -5,6 +5,7 @@ eval-set contamination; written per shard under work/dedup/sig/."""
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from kamado.corpus.dedup.store import is_done, write_outputs
 from kamado.recipe import Recipe
 from kamado.stage import Workspace
 
-BATCH_SHINGLES = 4_000_000  # shingle hashes held at once by a signatures task (32 MB)
+BATCH_SHINGLES = 500_000  # shingle hashes per MinHash batch; two batches are held at once (8 MB)
 # Signature files every bucket unit reads a key-range slice of, from every shard: small checksum blocks (store.py),
 # so that a unit reads and checks about the bytes of its slice, not a whole 1 MiB block per file and shard.
 SLICED = ("exact_hi", "exact_lo", "exact_rows", "band_keys", "band_rows", "frac_keys", "frac_rows", "frac_probe")
@@ -40,11 +41,16 @@ def signatures_item(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
     excluded: list[int] = []
     batch: list[np.ndarray] = []
     pending = 0
+    # MinHash of one batch runs in the background (numpy's multiply/add/minimum release the GIL) while this
+    # thread builds the next batch: at most two batches in memory, one hashed and one being built.
+    background = ThreadPoolExecutor(1) if near else None
 
     def flush() -> None:
         nonlocal pending
         if batch:
-            sig_parts.append(hasher.signatures(batch))
+            if sig_parts:
+                sig_parts[-1] = sig_parts[-1].result()  # the batch before: done before a third one exists
+            sig_parts.append(background.submit(hasher.signatures, list(batch)))
             batch.clear()
         pending = 0
 
@@ -76,6 +82,8 @@ def signatures_item(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
             frac_probe.append(probes(sample, cfg.containment_threshold, cfg.containment_min_samples))
     if near:
         flush()
+        sig_parts = [part.result() if isinstance(part, Future) else part for part in sig_parts]
+        background.shutdown()
     n = len(ids)
     # Documents that take part: not contaminated (they are dropped anyway), and with a shingle for near dedup.
     active = np.ones(n, dtype=bool)
