@@ -1,11 +1,13 @@
 """Resume on a different number of ranks (a shared cluster rarely gives the same allocation twice).
 
-A ZeRO-1/2 checkpoint holds one optimizer partition per rank, so DeepSpeed cannot load it at another world size.
-When the world size changed, rank 0 converts the checkpoint once to DeepSpeed's universal format (one fp32 master
-copy and Adam moments per parameter, no partitioning: deepspeed.checkpoint.ds_to_universal) into
-`<checkpoints>/universal-stepN/`, every rank loads it with `load_universal`, and the folder is deleted after the
-load (the next save is an ordinary checkpoint at the new world size). ZeRO-0 checkpoints hold no partitions and
-load at any world size as they are. ZeRO-3 is refused with the reason (its conversion is not checked by kamado).
+A ZeRO-1/2 checkpoint holds one optimizer partition per rank, and a ZeRO-3 one also one flat partition of the
+weights per rank, so DeepSpeed cannot load either at another world size. When the world size changed, rank 0
+converts the checkpoint once to DeepSpeed's universal format (one fp32 master copy and Adam moments per parameter,
+no partitioning: deepspeed.checkpoint.ds_to_universal, which gathers ZeRO-3 partitions too) into
+`<checkpoints>/universal-stepN/`, every rank loads it with `load_universal` (under ZeRO-3 each rank cuts its own
+partition out of it), and the folder is deleted after the load (the next save is an ordinary checkpoint at the new
+world size). ZeRO-0 checkpoints hold no partitions and load at any world size as they are. Tested on CPU from 2
+ranks to 1 and from 1 to 2 at ZeRO-2 and ZeRO-3 (DeepSpeed 0.19.8): the resumed losses match the straight run's.
 
 The data order and the lr schedule continue only if a step still covers the same samples: a step is a pure
 function of the global sample indices step·G … (step+1)·G − 1 with G = world × grad_accum × micro-batch
@@ -45,7 +47,7 @@ def saved_train_batch(tag_dir: Path) -> int | None:
     """The global batch (samples per step) a checkpoint was trained with, from DeepSpeed's own copy of its config."""
     import torch
 
-    states = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+    states = sorted(tag_dir.glob("*mp_rank_*_model_states.pt"))  # ZeRO-3 names them zero_pp_rank_R_mp_rank_…
     if not states:
         return None
     saved = torch.load(states[0], map_location="cpu", weights_only=False, mmap=True)
@@ -102,10 +104,8 @@ def load_any_world_size(manager, engine, tag: str):
         _rank0_print(f"{where}: saved by {saved_world} ranks, resuming on {world}: ZeRO-0 checkpoints are not "
                      "partitioned and load as they are")
         return engine.load_checkpoint(str(manager.folder), tag=tag)
-    if stage not in (1, 2):
-        raise IncompatibleCheckpoint(
-            f"{where}: saved by {saved_world} ranks with ZeRO-{stage}; resuming on {world} ranks is supported for "
-            "ZeRO-0/1/2 checkpoints (convert it with deepspeed.checkpoint.ds_to_universal yourself, or keep the world size)")
+    if stage not in (1, 2, 3):
+        raise IncompatibleCheckpoint(f"{where}: saved by {saved_world} ranks with ZeRO-{stage}, unknown to kamado")
     universal = manager.folder / f"{UNIVERSAL_PREFIX}{tag}"
     _rank0_print(f"{where}: saved by {saved_world} ranks, this run has {world}: resharding through DeepSpeed's "
                  f"universal checkpoint ({universal})")
