@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 
+REQUIRED = "???"  # a required value (OmegaConf's MISSING): a recipe that leaves it out is refused, naming it
+
+
 class RecipeError(ValueError):
     """A recipe that cannot run: the message names the file and the key."""
 

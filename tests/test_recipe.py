@@ -53,6 +53,68 @@ def test_a_section_the_file_does_not_name_is_its_defaults_and_still_checked(tmp_
             load_recipe(write(tmp_path, text), overrides)
 
 
+BASE = "name: x\nworkdir: w\nstages: [corpus]\ncorpus:\n  sources: [{name: s, paths: [a.jsonl], rules: {RULES}}]\n  CORPUS\n"
+# Values each path must read alike: plain values (built without OmegaConf) and values only OmegaConf converts,
+# reads another way, or refuses (those fall back to it). RULES= goes in a source's rules, CORPUS= in corpus,
+# a name/stages line replaces the recipe's own, anything else is added at the top level.
+SNIPPETS = [
+    "", "pretrain: {lr: 1e-3}", "pretrain: {lr: '2e-4'}", "pretrain: {lr: 1}", "pretrain: {lr: .inf}", "pretrain: {lr: nan}",
+    "pretrain: {lr: true}", "pretrain: {lr: 0x10}", "tokenizer: {vocab_size: 8000.0}", "tokenizer: {vocab_size: '8000'}",
+    "tokenizer: {vocab_size: 1_000}", "CORPUS=nfkc: yes", "CORPUS=nfkc: 1", "CORPUS=dedup: {near: true, num_perm: 100}",
+    "CORPUS=unknown: 1", "tokenizer: {model_type: bpe}", "tokenizer: {model_type: BPE}", "release: {dtype: bf16}",
+    "name: 123", "name: '123'", "name: 1e3", "name: ???", "name: ${workdir}", "name: 2024-01-01", "name: [a]",
+    "stages: corpus", "stages: [corpus, tokenizer]", "pretrain: {deepspeed_extra: {a: {b: '1e-3'}}}",
+    "tokenizer: {source_weights: {s: 2}}", "tokenizer: {source_weights: {s: x}}", "pretrian: {}", "pretrain: []",
+    "RULES=min_chars: 5", "RULES=min_chars: '5'", "RULES=min_chars: 5.5", "RULES=max_symbol_ratio: '0.5'",
+    "RULES=nope: 1", "workdir: w2\nworkdir: w3", "pretrain: {lr: 1e-3, lr: 2e-3}",
+]
+
+
+def _snippet_recipe(tmp_path: Path, snippet: str) -> Path:
+    kind, _, body = snippet.partition("=") if snippet[:6] in ("RULES=", "CORPUS") else ("", "", snippet)
+    lines = BASE.replace("RULES", body if kind == "RULES" else "").replace("CORPUS", body if kind == "CORPUS" else "")
+    lines = [line for line in lines.splitlines() if line.strip()]
+    if not kind and body:
+        top = body.split(":")[0]
+        lines = [line for line in lines if not line.startswith(top + ":") or top not in ("name", "stages")] + [body]
+    return write(tmp_path, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS)
+def test_a_recipe_built_without_omegaconf_is_the_one_omegaconf_builds(tmp_path, snippet):
+    """load_recipe builds a recipe of plain values without OmegaConf (kamado/plain_config.py) and leaves every
+    other to it: both paths give the same recipe, or both refuse it with the same message."""
+    import json
+
+    from kamado.recipe import _check_values, _load_typed, _resolve_paths, to_dict
+
+    p = _snippet_recipe(tmp_path, snippet)
+
+    def typed():
+        r = _load_typed(p, None)
+        _resolve_paths(r, p.parent.resolve())
+        _check_values(r, str(p))
+        return to_dict(r)
+
+    outcomes = []
+    for load in (lambda: to_dict(load_recipe(p)), typed):
+        try:
+            outcomes.append(json.dumps(load(), sort_keys=True))  # as JSON: NaN equals NaN
+        except RecipeError as exc:
+            outcomes.append(f"error: {exc}")
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_plain_recipe_loads_without_importing_omegaconf():
+    import subprocess
+    import sys
+
+    code = ("import sys; from kamado.recipe import load_recipe; import kamado.corpus.stage; "
+            f"load_recipe({str(ROOT / 'recipes' / 'tiny-cpu.yaml')!r}); print(sorted(m for m in sys.modules if 'omegaconf' in m))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_wrong_type_names_key_and_file(tmp_path):
     p = write(tmp_path, "name: x\nworkdir: w\ntokenizer:\n  vocab_size: lots\n")
     with pytest.raises(RecipeError) as err:

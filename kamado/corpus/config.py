@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from kamado.config import Choice, ConfigError, at_least, omegaconf_message, operational, path_field, paths_of
+from kamado.config import REQUIRED, Choice, ConfigError, at_least, omegaconf_message, operational, path_field, paths_of
 
 SourceFormat = Choice("SourceFormat", "auto jsonl parquet hf text warc")  # kamado/corpus/readers/ FORMATS
 HtmlMode = Choice("HtmlMode", "auto always never")
@@ -57,7 +54,7 @@ class QualityRules:
 
 @dataclass
 class CorpusSource:
-    name: str = MISSING
+    name: str = REQUIRED
     paths: list[str] = path_field(factory=list)  # files, globs or folders, relative to the recipe file
     text_field: str = "text"
     id_field: str = "id"
@@ -117,10 +114,7 @@ class CorpusConfig:
     def validate(self, key: str) -> None:
         at_least(key, self, ("num_shards",))
         for i in range(len(self.sources)):
-            try:
-                source_rules(self, i)
-            except OmegaConfBaseException as exc:
-                raise ConfigError(f"{key}.sources[{i}].rules", omegaconf_message(exc)) from exc
+            source_rules(self, i, key)
 
     def check_inputs(self, key: str, workdir: str, stages: list[str]) -> None:  # noqa: ARG002
         """Every source matches files and holds at least one record."""
@@ -137,10 +131,17 @@ class CorpusConfig:
                                   f"source {source.name}: empty corpus: {', '.join(files)} hold no record")
 
 
-def source_rules(corpus: CorpusConfig, index: int) -> QualityRules:
-    """corpus.rules with corpus.sources[index].rules laid over it (typed: unknown keys and bad types fail)."""
+def source_rules(corpus: CorpusConfig, index: int, key: str = "corpus") -> QualityRules:
+    """corpus.rules with corpus.sources[index].rules laid over it (typed: an unknown key or a bad type is a
+    ConfigError naming it). OmegaConf is imported only for a source with rules of its own."""
     overrides = corpus.sources[index].rules
     if not overrides:
         return corpus.rules
-    merged = OmegaConf.merge(OmegaConf.structured(corpus.rules), OmegaConf.create(dict(overrides)))
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(corpus.rules), OmegaConf.create(dict(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{key}.sources[{index}].rules", omegaconf_message(exc)) from exc
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from omegaconf import MISSING
 
-from kamado.config import ConfigError, marked_paths, path_field
+from kamado.config import REQUIRED, ConfigError, marked_paths, path_field
 
 
 EVAL_TASKS = ("perplexity", "jcommonsenseqa", "jnli", "jsquad", "jmmlu", "mgsm", "jhumaneval", "niilc", "jsts")
@@ -19,7 +18,7 @@ class EvalTaskConfig:
     """One evaluation task. Names: EVAL_TASKS (see kamado/eval/: formats.py for the file formats)."""
 
     # A str checked by validate() rather than an enum: `kamado eval --task NAME=PATH` builds tasks in code too.
-    name: str = MISSING
+    name: str = REQUIRED
     path: Optional[str] = path_field()  # JSON/JSONL file; perplexity: None = the tokenizer stage's held-back documents
     shots: int = 0
     fewshot_path: Optional[str] = path_field()  # where shot examples come from (None: the same file, never the item itself)

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 import os
 from typing import Any, Optional
 
-from omegaconf import MISSING
 
-from kamado.config import Choice, ConfigError, at_least, extendable, layout, operational, path_field
+from kamado.config import REQUIRED, Choice, ConfigError, at_least, extendable, layout, operational, path_field
 
 Precision = Choice("Precision", "fp32 bf16 fp16")
 Schedule = Choice("Schedule", "cosine wsd")
@@ -32,7 +31,7 @@ class ModelConfig:
 class TokenSource:
     """One source of a pretraining mixture: a folder of packed token shards (tokens/index.json)."""
 
-    path: str = path_field(MISSING)
+    path: str = path_field(REQUIRED)
     weight: float = 1.0
 
     def input_paths(self, key: str) -> list[tuple[str, str]]:
