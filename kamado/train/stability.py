@@ -25,7 +25,9 @@ class SpikeDetector:
 
 
 class NonFiniteGuard:
-    """Counts skipped steps; `exhausted` once `limit` come in a row."""
+    """Counts skipped steps; `exhausted` once `limit` come in a row. The loop records each step when it reads the
+    step's agreement across ranks: on a step that does not log that is after the next step has been issued
+    (train/steploop.py), so an exhausted guard stops the run one step later than the step that exhausted it."""
 
     def __init__(self, limit: int):
         self.limit = limit

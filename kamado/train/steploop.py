@@ -312,7 +312,7 @@ class StepLoop:
                 stopped = stopped or reason
             else:
                 lagging = current
-            now = time.time()  # before validation: tokens/s measures this step's training only
+            now = time.time()  # after the step's reads, before validation: tokens/s measures training only
             current.host.update(time=now, seconds=now - t_last)
             if evaluate:
                 current.val_loss = self.validate()
