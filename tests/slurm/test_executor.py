@@ -150,7 +150,8 @@ def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, 
     assert main(["corpus", str(path), "--executor", "slurm", "--set", sets[0]]) == 0  # returns at once
     slurm_recipe = load_recipe(path, sets)
     record = json.loads((tmp_path / "run-slurm" / "slurm" / "jobs.json").read_text())["stages"]["corpus"]
-    # buckets: 22 units (exact, 20 bands, containment at one key range) over 2 tasks; verify: 1 slice, 2 tasks
+    # buckets: 3 units (exact; the 20 bands in one unit, a small corpus; containment) over 2 tasks; verify: 1 slice,
+    # 2 tasks
     assert [(j["role"], j.get("tasks")) for j in record] == [
         ("filter", 4), ("signatures", 4), ("buckets", 2), ("verify", 2), ("clusters", 1), ("apply", 4), ("finish", None)]
     ids = [j["id"] for j in record]
@@ -181,7 +182,7 @@ def test_corpus_job_array_and_dedup_phase_arrays_match_local_run(slurm_cluster, 
     assert report_b == report_a
     # the same work units, done by the arrays' tasks (local: one pool task per unit)
     assert {k: (p["items"], p["skipped_done"]) for k, p in phases_b.items()} == {k: (p["tasks"], 0) for k, p in phases_a.items()}
-    assert [p["tasks"] for p in phases_b.values()] == [4, 2, 2, 1, 4] and phases_a["buckets"]["tasks"] == 22
+    assert [p["tasks"] for p in phases_b.values()] == [4, 2, 2, 1, 4] and phases_a["buckets"]["tasks"] == 3
     assert b.read_done("corpus")["counts"] == a.read_done("corpus")["counts"]
     assert sorted(p.name for p in (b.root / "slurm" / "corpus").glob("*_log.out"))  # logs under <workdir>/slurm/<stage>
 
