@@ -10,6 +10,9 @@ largest within 1.15x of the smallest).
     python benchmarks/corpus_shards.py --warc --shards 1 8  # add the 2,940-page WARC (HTML extraction: slower)
     python benchmarks/corpus_shards.py --huge-mb 300        # plan a generated 300 MB JSONL for 64 shards, read
                                                             # one slice in a child: plan time, balance, peak RSS
+    python benchmarks/corpus_shards.py --many-files 10000   # the whole `kamado run --only corpus` (near dedup on)
+                                                            # on 10,000 small .txt files, 8 shards: time, CPU,
+                                                            # each phase's tasks and largest task RSS
 """
 
 from __future__ import annotations
@@ -125,14 +128,59 @@ def huge_jsonl(mb: int, shards: int = 64) -> None:
     path.unlink()
 
 
+def many_files(n: int, shards: int = 8) -> None:
+    """n small text files (one document each: the shared web documents, each file a different one or a different
+    paragraph order of one), the whole corpus stage as a user runs it, with near dedup."""
+    import gzip
+    import subprocess
+
+    folder = Path(tempfile.mkdtemp(prefix="corpus-many-"))
+    texts = []
+    for _, name, field in SOURCES:
+        with gzip.open(WEB / name, "rt", encoding="utf-8") as fh:
+            texts += [t for t in (json.loads(line).get(field) for line in fh) if t]
+    for i in range(n):
+        paras = texts[i % len(texts)].split("\n")
+        k = i // len(texts)  # a later round: the paragraphs rotated, so the copies are near, not exact, duplicates
+        d = folder / "txt" / f"d{i // 1000:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i:05d}.txt").write_text("\n".join(paras[k % len(paras):] + paras[: k % len(paras)]), encoding="utf-8")
+    (folder / "r.yaml").write_text(
+        f"name: many\nworkdir: run\nstages: [corpus]\ncorpus:\n  num_shards: {shards}\n  workers: 2\n"
+        "  rules: {min_chars: 50, min_hiragana_fraction: 0.1, min_avg_sentence_length: 0}\n  dedup: {near: true}\n"
+        f"  sources:\n    - {{name: many, paths: ['{folder / 'txt'}']}}\n", encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kamado.cli", "run", str(folder / "r.yaml"), "--only", "corpus"],
+                   check=True, capture_output=True, cwd=folder)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = json.loads((folder / "run/corpus/report.json").read_text())
+    plan = json.loads((folder / "run/corpus/work/plan.json").read_text())
+    records: dict[str, list[dict]] = {}
+    for f in sorted((folder / "run/corpus/phases").glob("*.json")):
+        r = json.loads(f.read_text())
+        records.setdefault(r["phase"], []).append(r)
+    print(f"{n:,} files -> {len(plan['slices']):,} slices for {shards} shards; docs in {report['docs_in']:,}, kept "
+          f"{report['docs_kept']:,} (near duplicates removed {report['dedup']['near_removed']:,}); whole command "
+          f"{wall:.1f} s wall, {after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime:.1f} s CPU")
+    for name, rs in sorted(records.items(), key=lambda kv: min(r["started_at"] for r in kv[1])):  # the tasks' own records (kamado.phase_tasks): items, time, peak RSS
+        print(f"  {name:<10} {len(rs):>3} tasks, {sum(r['items'] for r in rs):>4} units, "
+              f"{max(r['ended_at'] for r in rs) - min(r['started_at'] for r in rs):6.1f} s, "
+              f"largest task {max(r['peak_rss_mb'] for r in rs):5.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--warc", action="store_true", help="also read the WARC (HTML extraction)")
     ap.add_argument("--huge-mb", type=int, default=0, help="instead: plan and slice a generated JSONL of this size")
+    ap.add_argument("--many-files", type=int, default=0, help="instead: the whole stage on this many small .txt files")
     args = ap.parse_args()
     if args.huge_mb:
         return huge_jsonl(args.huge_mb)
+    if args.many_files:
+        return many_files(args.many_files)
     if not WEB.is_dir():
         sys.exit(f"{WEB} is missing (the shared web data, see its README)")
     import kamado.corpus.stage  # noqa: F401  imported before the forks: the children measure the stage, not imports
