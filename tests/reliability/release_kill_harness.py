@@ -84,6 +84,12 @@ def main(workdir: str, out: str, kills: int) -> None:
         time.sleep(0.02)
     first_rc = os.waitstatus_to_exitcode(reaped[1])
     unbroken = time.time() - start
+    # A second unbroken life, warm as the killed ones will be: the first pays cold caches, and delays spread over
+    # its length left the last kills after a warm life had ended (5 of 8 kills landed in one CI run).
+    (release / "DONE.json").unlink(missing_ok=True)
+    start = time.time()
+    os.waitpid(_start(workdir), 0)
+    unbroken = min(unbroken, time.time() - start)
     partial_at = partial_at if partial_at is not None else 0.0
     findings = {"unbroken_s": round(unbroken, 2), "partial_at_s": round(partial_at, 2), "unbroken_rc": first_rc, "cycles": []}
     # the user's things in the (now kamado-made) release folder: a note and a folder of their own
