@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kamado.corpus import dedup
 from kamado.corpus.dedup.layout import HAND_OVER_BYTES, filtered_path, hand_over, write_filtered
+from kamado.corpus.dedup.signatures import early_minhash, minhash_input
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
 from kamado.corpus.pii import mask_pii
@@ -75,6 +76,7 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     rejects_path = work / f"rejects-{name}.jsonl"
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
     handover: list | None = [] if in_process() else None
+    early = early_minhash(recipe) if handover is not None else None  # MinHash while filtering, on the other core
     held = 0
     with write_filtered(tmp_path) as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
         for sl in slices:
@@ -117,11 +119,16 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
                     handover = handover if held <= HAND_OVER_BYTES else None
                     if handover is not None:
                         handover.append((raw, doc))
+                        if early is not None:
+                            early.add(minhash_input(recipe, doc["text"]))
+                    elif early is not None:  # too large to hand over: signatures reads the file and hashes it
+                        early.discard()
+                        early = None
     for tmp in (tmp_path, rejects_tmp):
         fsync_file(tmp)
     os.replace(tmp_path, out_path)
     if handover is not None:
-        hand_over(out_path, handover)
+        hand_over(out_path, handover, early)
     os.replace(rejects_tmp, rejects_path)
     fsync_dir(work)
     report = stats.as_dict()  # asserts read = kept + Σ dropped + Σ rejected for this shard

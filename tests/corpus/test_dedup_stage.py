@@ -55,7 +55,15 @@ def test_near_exact_and_contained_duplicates_across_shards(tmp_path, monkeypatch
     # one document per file: the shards get different documents whether records or whole files are sharded
     recipe = corpus_recipe(tmp_path, [[d] for d in docs], "corpus.dedup.near=true", f"corpus.dedup.bucket_unit_docs={unit}",
                            num_shards=3)
+    from kamado.corpus.dedup import signatures
+
+    handed = []  # workers=1: the filter phase runs in-process and hands each shard's MinHash rows to signatures
+    real = signatures.handed_over_minhash
+    monkeypatch.setattr(signatures, "handed_over_minhash", lambda ws, shard: handed.append(real(ws, shard)) or handed[-1])
+    if unit == 5:  # shards too large to hand over (as a big shard is): signatures reads the file and hashes it
+        monkeypatch.setattr("kamado.corpus.stage.HAND_OVER_BYTES", 0)
     report, dups, kept = _run(recipe)
+    assert len(handed) == 3 and all((h is None) == (unit == 5) for h in handed)
     samples = sum(json.loads(p.read_text())["stats"]["samples"] for p in (dedup_dir(Workspace(recipe)) / "sig").glob("*.done.json"))
     contain_units = len(list((dedup_dir(Workspace(recipe)) / "buckets").glob("contain-r*.done.json")))
     assert contain_units == -(-samples // unit) and (contain_units >= 4) == (unit < 1000)

@@ -78,11 +78,25 @@ def _file_key(path: Path) -> tuple:
     return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def hand_over(path: Path, pairs: list[tuple[bytes, dict]]) -> None:
+_KEPT_MINHASH: dict[tuple, object] = {}  # (path, inode, mtime, size) -> the MinHashBatches of its documents
+
+
+def hand_over(path: Path, pairs: list[tuple[bytes, dict]], minhash: object = None) -> None:
     """The filter phase, run in-process, gives signatures the lines it just wrote to `path` with their documents:
     the same bytes the file holds (signatures' line CRCs are of these), parsed once instead of decompressed and
-    parsed again. Keyed by the file's identity: a file written again since is read from disk."""
-    _KEPT_DOCS[_file_key(path)] = pairs
+    parsed again; and, with near dedup, their MinHash rows, computed while it filtered. Keyed by the file's
+    identity: a file written again since is read from disk and hashed again."""
+    key = _file_key(path)
+    _KEPT_DOCS[key] = pairs
+    if minhash is not None:
+        _KEPT_MINHASH[key] = minhash
+
+
+def handed_over_minhash(ws: Workspace, shard: int):
+    """The MinHash rows (a MinHashBatches) the filter phase computed for this very filter shard, or None."""
+    path = filtered_path(ws, shard)
+    key = _file_key(path) if path.is_file() else None
+    return _KEPT_MINHASH.pop(key, None) if key in _KEPT_DOCS else None
 
 
 def filtered_lines(ws: Workspace, shard: int, keep: bool = False) -> Iterator[bytes]:
@@ -143,3 +157,6 @@ def gather(recipe: Recipe, ws: Workspace, key: str, gids: np.ndarray, cache: dic
 def forget_kept_lines() -> None:
     _KEPT_LINES.clear()
     _KEPT_DOCS.clear()
+    for minhash in _KEPT_MINHASH.values():
+        minhash.discard()
+    _KEPT_MINHASH.clear()

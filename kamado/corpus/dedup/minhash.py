@@ -12,7 +12,7 @@ benchmarks/dedup_quality.py compares recall, precision and time with rensa and d
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -143,6 +143,45 @@ class _Permutations:
                 batch.append(i)
                 size += len(x)
         flush()
+
+
+class MinHashBatches:
+    """Signatures of documents given one by one, hashed in batches of about `batch_shingles` in a background thread
+    (numpy's multiply/add/minimum release the GIL) while the caller prepares the next documents: at most two
+    batches in memory, one hashed and one being built. `result()` gives the [docs, num_perm] rows in order."""
+
+    def __init__(self, hasher: MinHasher, batch_shingles: int):
+        self.hasher, self.batch_shingles = hasher, batch_shingles
+        self.docs = 0
+        self._batch: list[np.ndarray] = []
+        self._pending = 0
+        self._parts: list[np.ndarray | Future] = []
+        self._pool = ThreadPoolExecutor(1)
+
+    def add(self, hashes: np.ndarray) -> None:
+        self._batch.append(hashes)
+        self.docs += 1
+        self._pending += len(hashes)
+        if self._pending >= self.batch_shingles:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            if self._parts:
+                self._parts[-1] = self._parts[-1].result()  # the batch before: done before a third one exists
+            self._parts.append(self._pool.submit(self.hasher.signatures, self._batch))
+            self._batch = []
+        self._pending = 0
+
+    def result(self) -> np.ndarray:
+        self._flush()
+        parts = [p.result() if isinstance(p, Future) else p for p in self._parts]
+        self._pool.shutdown()
+        return np.concatenate(parts) if parts else np.zeros((0, self.hasher.num_perm), np.uint32)
+
+    def discard(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._batch, self._parts = [], []
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -5,21 +5,33 @@ eval-set contamination; written per shard under work/dedup/sig/."""
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from kamado.corpus.dedup.contain import frac_sample, probes
 from kamado.corpus.dedup.decontam import load_eval_ngrams
 from kamado.corpus.dedup.exact import exact_key, fingerprint_text
-from kamado.corpus.dedup.layout import dedup_dir, read_filtered, uses_containment, uses_near
+from kamado.corpus.dedup.layout import dedup_dir, handed_over_minhash, read_filtered, uses_containment, uses_near
 from kamado.corpus.dedup.lsh import band_keys
-from kamado.corpus.dedup.minhash import MinHasher, shingle_hashes
+from kamado.corpus.dedup.minhash import MinHashBatches, MinHasher, shingle_hashes
 from kamado.corpus.dedup.store import is_done, write_outputs
 from kamado.recipe import Recipe
 from kamado.stage import Workspace
 
 BATCH_SHINGLES = 500_000  # shingle hashes per MinHash batch; two batches are held at once (8 MB)
+
+
+def early_minhash(recipe: Recipe) -> MinHashBatches | None:
+    """For the filter phase run in-process: the MinHash rows of the documents it keeps, computed in the background
+    while it filters (on another core), handed to signatures with the lines (layout.hand_over). None: near dedup
+    is off."""
+    cfg = recipe.corpus.dedup
+    return MinHashBatches(MinHasher(cfg.num_perm, cfg.seed, threads=1), BATCH_SHINGLES) if uses_near(recipe) else None
+
+
+def minhash_input(recipe: Recipe, text: str) -> np.ndarray:
+    """A document's shingle hashes, as signatures hashes them (its fingerprint text's character n-grams)."""
+    return shingle_hashes(fingerprint_text(text), recipe.corpus.dedup.ngram)
 # Signature files every bucket unit reads a key-range slice of, from every shard: small checksum blocks (store.py),
 # so that a unit reads and checks about the bytes of its slice, not a whole 1 MiB block per file and shard.
 SLICED = ("exact_hi", "exact_lo", "exact_rows", "band_keys", "band_rows", "frac_keys", "frac_rows", "frac_probe")
@@ -31,28 +43,16 @@ def signatures_item(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
         return None
     cfg = recipe.corpus.dedup
     near, contain = uses_near(recipe), uses_containment(recipe)
-    hasher = MinHasher(cfg.num_perm, cfg.seed) if near else None
+    # MinHash rows: computed by the filter phase while it filtered (in-process, handed over), else here
+    early = handed_over_minhash(ws, shard) if near else None
+    minhash = MinHashBatches(MinHasher(cfg.num_perm, cfg.seed), BATCH_SHINGLES) if near and early is None else None
     evals = load_eval_ngrams(cfg.decontam_paths, cfg.decontam_ngram) if cfg.decontam_paths else None
     ids, orders, exact, sizes = [], [], [], []
     line_crc, chars, source_of = [], [], []
     sources: dict[str, int] = {}
-    sig_parts, frac_keys, frac_rows, frac_probe = [], [], [], []
+    frac_keys, frac_rows, frac_probe = [], [], []
     contaminated: list[list] = []
     excluded: list[int] = []
-    batch: list[np.ndarray] = []
-    pending = 0
-    # MinHash of one batch runs in the background (numpy's multiply/add/minimum release the GIL) while this
-    # thread builds the next batch: at most two batches in memory, one hashed and one being built.
-    background = ThreadPoolExecutor(1) if near else None
-
-    def flush() -> None:
-        nonlocal pending
-        if batch:
-            if sig_parts:
-                sig_parts[-1] = sig_parts[-1].result()  # the batch before: done before a third one exists
-            sig_parts.append(background.submit(hasher.signatures, list(batch)))
-            batch.clear()
-        pending = 0
 
     for row, (line, doc) in enumerate(read_filtered(ws, shard, keep=True)):
         ids.append(str(doc["id"]))
@@ -70,20 +70,13 @@ def signatures_item(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
                 excluded.append(row)
         h = shingle_hashes(fp, cfg.ngram) if near else np.empty(0, np.uint64)
         sizes.append(len(h))
-        if near:
-            batch.append(h)
-            pending += len(h)
-            if pending >= BATCH_SHINGLES:
-                flush()
+        if minhash is not None:
+            minhash.add(h)
         if contain:
             sample = frac_sample(h, cfg.containment_scale)
             frac_keys.append(sample)
             frac_rows.append(np.full(len(sample), row, dtype=np.uint32))
             frac_probe.append(probes(sample, cfg.containment_threshold, cfg.containment_min_samples))
-    if near:
-        flush()
-        sig_parts = [part.result() if isinstance(part, Future) else part for part in sig_parts]
-        background.shutdown()
     n = len(ids)
     # Documents that take part: not contaminated (they are dropped anyway), and with a shingle for near dedup.
     active = np.ones(n, dtype=bool)
@@ -103,7 +96,9 @@ def signatures_item(recipe: Recipe, ws: Workspace, shard: int) -> dict | None:
     arrays["exact_lo"] = exact_arr[ex_sorted, 1]
     arrays["exact_rows"] = ex_sorted
     if near:
-        sigs = np.concatenate(sig_parts) if sig_parts else np.zeros((0, cfg.num_perm), np.uint32)
+        sigs = (early or minhash).result()
+        if len(sigs) != n:  # the handed-over rows are of this shard's documents, in order, or nothing is
+            raise RuntimeError(f"corpus shard {shard}: {len(sigs)} MinHash rows for {n} documents")
         arrays["minhash"] = sigs
         rows = np.flatnonzero(active & (arrays["size"] > 0)).astype(np.uint32)
         keys = band_keys(sigs[rows], cfg.bands, cfg.rows)  # [bands, m]
