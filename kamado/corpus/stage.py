@@ -25,7 +25,6 @@ from kamado.corpus.dedup.layout import HAND_OVER_BYTES, filtered_path, hand_over
 from kamado.corpus.dedup.signatures import early_minhash, minhash_input
 from kamado.corpus.filters import apply_filters, build_filters
 from kamado.corpus.normalize import normalize
-from kamado.corpus.pii import mask_pii
 from kamado.corpus.plan import ensure_plan
 from kamado.corpus.readers import Rejected, iter_source_file
 from kamado.corpus.report import CorpusInvariantError, ShardStats, add_cleaning_report, warn_dominant_rules
@@ -78,6 +77,8 @@ def run_shard(recipe: Recipe, ws: Workspace, shard: int, num_shards: int) -> dic
     handover: list | None = [] if in_process() else None
     early = early_minhash(recipe) if handover is not None else None  # MinHash while filtering, on the other core
     held = 0
+    if cfg.mask_pii:
+        from kamado.corpus.pii import mask_pii  # its patterns compile at import: only for a corpus that masks PII
     with write_filtered(tmp_path) as out, open(rejects_tmp, "w", encoding="utf-8") as rejects:
         for sl in slices:
             source = cfg.sources[sl.source]
