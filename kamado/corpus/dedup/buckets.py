@@ -24,8 +24,9 @@ def buckets_item(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     lo, hi = key_range(r, ranges)
     if kind == "band":  # each band its own buckets; the unit's pairs are every band's, concatenated
         entries, pair_parts = 0, []
+        sigs = [sig_of(ws, shard) for shard in range(recipe.corpus.num_shards)]  # opened once for every band
         for band in range(first_band, first_band + bands):
-            keys, ids = _band_entries(recipe, ws, band, lo, hi)
+            keys, ids = _band_entries(sigs, band, lo, hi)
             o = np.lexsort((ids, keys))
             pair_parts.append(ordered(star_pairs(keys[o], ids[o])))
             entries += len(keys)
@@ -69,11 +70,10 @@ def buckets_item(recipe: Recipe, ws: Workspace, item: int) -> dict | None:
     return _write_unit(recipe, ws, folder, name, kind, arrays, stats)
 
 
-def _band_entries(recipe: Recipe, ws: Workspace, band: int, lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """One band's (key, global id) entries in the key range [lo, hi), from every shard."""
+def _band_entries(sigs: list, band: int, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """One band's (key, global id) entries in the key range [lo, hi), from every shard's signatures."""
     keys_parts, id_parts = [], []
-    for shard in range(recipe.corpus.num_shards):
-        sig = sig_of(ws, shard)
+    for shard, sig in enumerate(sigs):
         s = sig.search("band_keys", lo, hi, row=band)
         keys_parts.append(sig.take("band_keys", s.start, s.stop, row=band))
         id_parts.append(gid(shard, sig.take("band_rows", s.start, s.stop, row=band)))

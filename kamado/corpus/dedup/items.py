@@ -37,7 +37,7 @@ def bucket_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int
 def _list_units(recipe: Recipe, ws: Workspace) -> list[tuple[str, int, int, int, int]]:
     cfg = recipe.corpus.dedup
     docs = corpus_docs(recipe, ws)
-    ranges = key_ranges(recipe, ws)
+    ranges = _ranges(docs, cfg.bucket_unit_docs)
     units = []
     if recipe.corpus.exact_dedup:
         units += [("exact", 0, r, ranges, 1) for r in range(ranges)]
@@ -69,7 +69,11 @@ def corpus_docs(recipe: Recipe, ws: Workspace) -> int:
 
 def key_ranges(recipe: Recipe, ws: Workspace) -> int:
     """Key ranges per band (and pair slices for verify): one per `bucket_unit_docs` documents in the corpus."""
-    return max(1, math.ceil(corpus_docs(recipe, ws) / recipe.corpus.dedup.bucket_unit_docs))
+    return _ranges(corpus_docs(recipe, ws), recipe.corpus.dedup.bucket_unit_docs)
+
+
+def _ranges(docs: int, unit_docs: int) -> int:
+    return max(1, math.ceil(docs / unit_docs))
 
 
 pair_slices = key_ranges  # verify slices the pair space as finely as the buckets phase slices the keys

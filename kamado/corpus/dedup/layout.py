@@ -15,6 +15,7 @@ from typing import IO, Iterator
 
 import numpy as np
 
+from kamado.corpus.dedup.minhash import MinHashBatches
 from kamado.corpus.dedup.store import CorruptInput, Outputs
 from kamado.corpus.readers.files import open_binary
 from kamado.phase_tasks import in_process
@@ -78,10 +79,10 @@ def _file_key(path: Path) -> tuple:
     return (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-_KEPT_MINHASH: dict[tuple, object] = {}  # (path, inode, mtime, size) -> the MinHashBatches of its documents
+_KEPT_MINHASH: dict[tuple, MinHashBatches] = {}  # (path, inode, mtime, size) -> the MinHashBatches of its documents
 
 
-def hand_over(path: Path, pairs: list[tuple[bytes, dict]], minhash: object = None) -> None:
+def hand_over(path: Path, pairs: list[tuple[bytes, dict]], minhash: MinHashBatches | None = None) -> None:
     """The filter phase, run in-process, gives signatures the lines it just wrote to `path` with their documents:
     the same bytes the file holds (signatures' line CRCs are of these), parsed once instead of decompressed and
     parsed again; and, with near dedup, their MinHash rows, computed while it filtered. Keyed by the file's
@@ -92,8 +93,8 @@ def hand_over(path: Path, pairs: list[tuple[bytes, dict]], minhash: object = Non
         _KEPT_MINHASH[key] = minhash
 
 
-def handed_over_minhash(ws: Workspace, shard: int):
-    """The MinHash rows (a MinHashBatches) the filter phase computed for this very filter shard, or None."""
+def handed_over_minhash(ws: Workspace, shard: int) -> MinHashBatches | None:
+    """The MinHash rows the filter phase computed for this very filter shard, or None."""
     path = filtered_path(ws, shard)
     key = _file_key(path) if path.is_file() else None
     return _KEPT_MINHASH.pop(key, None) if key in _KEPT_DOCS else None

@@ -152,7 +152,6 @@ class MinHashBatches:
 
     def __init__(self, hasher: MinHasher, batch_shingles: int):
         self.hasher, self.batch_shingles = hasher, batch_shingles
-        self.docs = 0
         self._batch: list[np.ndarray] = []
         self._pending = 0
         self._parts: list[np.ndarray | Future] = []
@@ -160,7 +159,6 @@ class MinHashBatches:
 
     def add(self, hashes: np.ndarray) -> None:
         self._batch.append(hashes)
-        self.docs += 1
         self._pending += len(hashes)
         if self._pending >= self.batch_shingles:
             self._flush()
